@@ -1,0 +1,155 @@
+"""HTTP edge: the CDS Hooks routes, CORS, client authentication, JSON errors and access logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from . import engine, feedback, protocol
+from .errors import CDSError, operation_outcome
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger("cds_service.access")
+_ALLOWED_HEADERS = "Authorization, Content-Type"
+_ALLOWED_METHODS = "GET, POST, OPTIONS"
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _body() -> object:
+    settings = current_app.config["SETTINGS"]
+    if (request.content_length or 0) > settings.max_body_bytes:
+        raise CDSError(413, f"the body exceeds {settings.max_body_bytes} bytes", code="too-long")
+    raw = request.get_data(cache=False)
+    if len(raw) > settings.max_body_bytes:
+        raise CDSError(413, f"the body exceeds {settings.max_body_bytes} bytes", code="too-long")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise CDSError(400, f"the body is not valid JSON ({error.msg})", code="structure") from None
+
+
+def _service(service_id: str):
+    service = current_app.config["KNOWLEDGE"].services.get(service_id)
+    if service is None:
+        raise CDSError(404, f"no CDS service '{service_id}'", code="not-found")
+    g.service = service_id
+    return service
+
+
+@bp.before_app_request
+def _authenticate() -> None:
+    g.started = time.perf_counter()
+    authenticator = current_app.config["AUTHENTICATOR"]
+    if request.method == "OPTIONS" or not authenticator.required:
+        return
+    base = current_app.config["SETTINGS"].public_base_url
+    audience = f"{base.rstrip('/')}{request.path}" if base else request.base_url
+    from .auth import AuthError  # imported here so a broken key config fails at start-up only
+    try:
+        g.client = authenticator.authenticate(request.headers.get("Authorization"), audience)
+    except AuthError as error:
+        log.warning(orjson.dumps({"event": "auth-rejected", "path": request.path,
+                                  "reason": str(error)}).decode())
+        raise CDSError(401, "authentication required", code="login") from None
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    services = []
+    for service in current_app.config["KNOWLEDGE"].services.values():
+        entry = {"hook": service.hook, "id": service.id, "title": service.title,
+                 "description": service.description, "prefetch": service.prefetch}
+        if service.usage:
+            entry["usageRequirements"] = service.usage
+        services.append(entry)
+    return json_response({"services": services})
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    service = _service(service_id)
+    hook_request = protocol.parse_request(_body(), service)
+    g.hook_instance = hook_request.hook_instance
+    settings = current_app.config["SETTINGS"]
+    _check_fhir_server(hook_request.fhir_server, settings.fhir_allowlist)
+    now = current_app.config["CLOCK"]()
+    result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now)
+    g.rules = sorted({c["source"]["topic"]["code"] for c in result.cards})
+    return json_response({"cards": result.cards})
+
+
+def _check_fhir_server(url: str | None, allowlist: tuple[str, ...]) -> None:
+    if url and allowlist and url.rstrip("/") not in allowlist:
+        raise CDSError(403, "fhirServer is not on this service's allow-list", code="forbidden")
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def post_feedback(service_id: str) -> Response:
+    _service(service_id)
+    items = feedback.parse_feedback(_body())
+    current_app.config["STORE"].add_feedback(service_id, items)
+    return json_response({})
+
+
+@bp.after_app_request
+def _cors_and_log(response: Response) -> Response:
+    origins = current_app.config["SETTINGS"].cors_origins
+    origin = request.headers.get("Origin")
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = _ALLOWED_METHODS
+        response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    _access_log(response.status_code)
+    return response
+
+
+def _access_log(status: int) -> None:
+    record = {"event": "request", "method": request.method, "path": request.path,
+              "status": status,
+              "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter()))
+                                   * 1000, 2)}
+    for key in ("service", "hook_instance", "rules"):
+        if key in g:
+            record[key] = g.get(key)
+    log.info(orjson.dumps(record).decode())
+
+
+def _error(status: int, message: str, code: str) -> Response:
+    return json_response(operation_outcome(message, code), status)
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(CDSError)
+    def _cds_error(error: CDSError) -> Response:
+        return _error(error.status, error.message, error.code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        return _error(error.code or 400, error.description or error.name, "processing")
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # A bug must not look like safety or kill the worker: hook calls get a card that says
+        # the checks were not done; anything else a JSON error.
+        logging.getLogger("cds_service").exception("unexpected error")
+        if request.method == "POST" and request.path.count("/") == 2 and "service" in g:
+            card = engine.failure_card(current_app.config["KNOWLEDGE"])
+            return json_response({"cards": [card]})
+        return _error(503, "the service could not complete the request", "exception")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,227 @@
+"""Clinical knowledge and card content, loaded from cards/*.yaml and validated once at start-up.
+
+Everything an informaticist may change (codes, thresholds, windows, card text, links) lives in
+the YAML files; this module only checks them and builds the lookup tables the engine uses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import KnowledgeError
+from .pgx import PgxKnowledge
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cards"
+INDICATORS = ("info", "warning", "critical")
+SUGGESTION_KINDS = ("order-test", "reduce-dose", "remove-order")
+_PLACEHOLDER = re.compile(r"\{codes:([a-z0-9-]+)\}")
+
+
+@dataclass(frozen=True)
+class Drug:
+    name: str
+    display: str
+    drug_class: str
+    products: dict[str, float]
+    dose_step_mg: float
+    text: tuple[str, ...]
+    xo_substrate: bool  # a xanthine-oxidase inhibitor raises its levels
+
+
+@dataclass(frozen=True)
+class Analyte:
+    name: str
+    display: str
+    codes: frozenset[str]
+    critical_below: float | None
+    lower_limit: float
+    itp_sensitive: bool
+    infer_ranges: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    hook: str
+    title: str
+    description: str
+    usage: str | None
+    prefetch: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    version: str
+    sources: dict[str, dict]
+    drugs: dict[str, Drug]
+    drug_codes: dict[tuple[str, str], str]
+    drug_words: tuple[tuple[str, str], ...]
+    analytes: dict[str, Analyte]
+    analyte_by_code: dict[str, str]
+    unit_factors: dict[str, float]
+    lookback_days: int
+    trend_fall: float
+    itp_codes: frozenset[tuple[str, str]]
+    rules: dict[str, Any]
+    pgx: PgxKnowledge
+    services: dict[str, Service]
+
+
+def _need(mapping: Any, key: str, kind: type | tuple, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise KnowledgeError(f"{where}: '{key}' is missing")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise KnowledgeError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _read(directory: Path, name: str) -> dict:
+    path = directory / name
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+    except (OSError, yaml.YAMLError) as error:
+        raise KnowledgeError(f"{path}: {error}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+        raise KnowledgeError(f"{path}: a mapping with a 'version' string is required")
+    return data
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_sources(cited: Any, sources: dict, where: str) -> None:
+    for source in cited if isinstance(cited, list) else [cited]:
+        if source not in sources:
+            raise KnowledgeError(f"{where}: unknown source '{source}'")
+
+
+def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple]:
+    systems = _need(data, "systems", dict, "drugs.yaml")
+    drugs, codes, words = {}, {}, []
+    for name, spec in _need(data, "drugs", dict, "drugs.yaml").items():
+        where = f"drugs.yaml:{name}"
+        _check_sources(_need(spec, "source", list, where), sources, where)
+        products = {str(k): float(v) for k, v in _need(spec, "products", dict, where).items()}
+        entries = [("rxnorm", c) for c in _need(spec, "rxnorm_ingredient", list, where)]
+        entries += [("rxnorm", c) for c in [*products, *_need(spec, "groups", list, where)]]
+        entries += [("atc", c) for c in _need(spec, "atc", list, where)]
+        entries += [("snomed", c) for c in _need(spec, "snomed", list, where)]
+        for system_key, code in entries:
+            key = (_need(systems, system_key, str, "drugs.yaml:systems"), str(code))
+            if codes.setdefault(key, name) != name:
+                raise KnowledgeError(f"{where}: code {code} already belongs to {codes[key]}")
+        text = tuple(w.lower() for w in _need(spec, "text", list, where))
+        words += [(w, name) for w in text]
+        drugs[name] = Drug(
+            name, _need(spec, "display", str, where), _need(spec, "class", str, where),
+            products, float(_need(spec, "dose_step_mg", (int, float), where)), text,
+            spec.get("xanthine_oxidase_substrate") is True,
+        )
+    return drugs, codes, tuple(words)
+
+
+def _labs(data: dict, sources: dict) -> tuple[dict, dict, dict]:
+    analytes, by_code = {}, {}
+    for name, spec in _need(data, "analytes", dict, "labs.yaml").items():
+        where = f"labs.yaml:{name}"
+        _check_sources(_need(spec, "source", list, where), sources, where)
+        critical = spec.get("critical_below")
+        if critical is not None and not isinstance(critical, int | float):
+            raise KnowledgeError(f"{where}.critical_below: a number is required")
+        lower = float(_need(spec, "lower_limit", (int, float), where))
+        if critical is not None and critical > lower:
+            raise KnowledgeError(f"{where}: critical_below is above lower_limit")
+        ranges = {k: tuple(v) for k, v in _need(spec, "infer_unit", dict, where).items()}
+        codes = frozenset(str(c) for c in _need(spec, "codes", list, where))
+        for code in codes:
+            if by_code.setdefault(code, name) != name:
+                raise KnowledgeError(f"{where}: code {code} already belongs to {by_code[code]}")
+        analytes[name] = Analyte(
+            name, _need(spec, "display", str, where), codes,
+            None if critical is None else float(critical), lower,
+            bool(_need(spec, "itp_sensitive", bool, where)), ranges,
+        )
+    units = _need(data, "units", dict, "labs.yaml")
+    _check_sources(_need(units, "source", str, "labs.yaml:units"), sources, "labs.yaml:units")
+    factors = {str(k): float(v) for k, v in _need(units, "factors", dict, "labs.yaml").items()}
+    return analytes, by_code, factors
+
+
+def _rules(data: dict, sources: dict) -> dict:
+    links, reasons = data.get("links", {}), data.get("override_reasons", {})
+    tests = _need(data, "tests", dict, "rules.yaml")
+    for test, spec in tests.items():
+        _need(_need(spec, "code", dict, f"rules.yaml:tests.{test}"), "display", str, test)
+        _check_sources(spec.get("source"), sources, f"rules.yaml:tests.{test}")
+    for key, spec in _need(data, "findings", dict, "rules.yaml").items():
+        where = f"rules.yaml:findings.{key}"
+        if _need(spec, "indicator", str, where) not in INDICATORS:
+            raise KnowledgeError(f"{where}: indicator must be one of {INDICATORS}")
+        for field in ("family", "summary", "recommendation", "strength"):
+            _need(spec, field, str, where)
+        _check_sources(spec.get("references", []), sources, where)
+        for link in spec.get("links", []):
+            _need(links, link, dict, f"{where}.links")
+        for reason in spec.get("override", []):
+            _need(reasons, reason, str, f"{where}.override")
+        for suggestion in spec.get("suggestions", []):
+            if _need(suggestion, "kind", str, where) not in SUGGESTION_KINDS:
+                raise KnowledgeError(f"{where}: unknown suggestion kind {suggestion['kind']}")
+            _need(suggestion, "label", str, where)
+            if suggestion["kind"] == "order-test":
+                _need(tests, _need(suggestion, "test", str, where), dict, f"{where}.test")
+            if suggestion["kind"] == "reduce-dose":
+                _need(suggestion, "fraction", float, where)
+    return data
+
+
+def _services(data: dict, value_sets: dict[str, list[str]]) -> dict[str, Service]:
+    templates = _need(data, "prefetch", dict, "services.yaml")
+
+    def expand(match: re.Match) -> str:
+        if match.group(1) not in value_sets:
+            raise KnowledgeError(f"services.yaml: unknown value set {match.group(1)}")
+        return ",".join(value_sets[match.group(1)])
+
+    expanded = {k: _PLACEHOLDER.sub(expand, v) for k, v in templates.items()}
+    services = {}
+    for spec in _need(data, "services", list, "services.yaml"):
+        where = f"services.yaml:{spec.get('id')}"
+        keys = _need(spec, "prefetch", list, where)
+        for key in keys:
+            _need(expanded, key, str, f"{where}.prefetch")
+        services[_need(spec, "id", str, where)] = Service(
+            spec["id"], _need(spec, "hook", str, where), _need(spec, "title", str, where),
+            _need(spec, "description", str, where), spec.get("usageRequirements"),
+            {key: expanded[key] for key in keys},
+        )
+    return services
+
+
+def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
+    directory = Path(directory)
+    files = {n: _read(directory, f"{n}.yaml") for n in
+             ("sources", "drugs", "labs", "conditions", "rules", "pgx", "services")}
+    sources = _need(files["sources"], "sources", dict, "sources.yaml")
+    drugs, drug_codes, drug_words = _drugs(files["drugs"], sources)
+    analytes, by_code, factors = _labs(files["labs"], sources)
+    itp = _need(files["conditions"], "itp", dict, "conditions.yaml")
+    _check_sources(_need(itp, "source", list, "conditions.yaml:itp"), sources, "conditions.yaml")
+    itp_codes = frozenset((c["system"], str(c["code"])) for c in _need(itp, "codes", list, "itp"))
+    pgx = PgxKnowledge.from_data(files["pgx"])
+    blood = sorted(by_code)
+    services = _services(files["services"], {"blood-counts": blood, "pgx": pgx.prefetch_codes()})
+    return Knowledge(
+        version="+".join(f"{n}@{d['version']}" for n, d in sorted(files.items())),
+        sources=sources, drugs=drugs, drug_codes=drug_codes, drug_words=drug_words,
+        analytes=analytes, analyte_by_code=by_code, unit_factors=factors,
+        lookback_days=int(_need(files["labs"], "lookback_days", int, "labs.yaml")),
+        trend_fall=float(_need(files["labs"], "trend_fall_fraction", float, "labs.yaml")),
+        itp_codes=itp_codes, rules=_rules(files["rules"], sources), pgx=pgx, services=services,
+    )

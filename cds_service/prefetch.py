@@ -1,0 +1,124 @@
+"""Prefetch resolution: each declared key as the CDS Hooks 2.0 decision table says.
+
+present -> use it; null -> no data (no refetch); OperationOutcome -> failed; absent -> fetch from
+fhirServer. Missing keys, `next` pages and referenced Medications are fetched concurrently under
+one time budget; whatever cannot be had is reported, never silently empty.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from .config import Settings
+from .fhir_client import FetchError, FhirClient, executor, next_link
+from .fhir_read import as_list
+from .protocol import HookRequest
+
+OK, NONE, FAILED = "ok", "none", "failed"
+
+
+@dataclass(frozen=True)
+class KeyData:
+    status: str                  # OK | NONE | FAILED
+    resources: tuple[dict, ...]
+    problem: str | None = None   # why it failed or is incomplete
+
+
+def _tokens(request: HookRequest) -> dict[str, str]:
+    user_type, _, user_id = request.user_id.partition("/")
+    tokens = {"context.patientId": request.patient_id, "context.userId": request.user_id}
+    for kind in ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson"):
+        if user_type == kind and user_id:
+            tokens[f"user{kind}Id"] = user_id
+    return tokens
+
+
+def _fill(template: str, tokens: dict[str, str]) -> str | None:
+    for name, value in tokens.items():
+        template = template.replace("{{" + name + "}}", value)
+    return None if "{{" in template else template
+
+
+def _from_prefetch(value: dict) -> KeyData:
+    if value.get("resourceType") == "OperationOutcome":
+        return KeyData(FAILED, (), "the EHR reported an error retrieving it")
+    if value.get("resourceType") != "Bundle":
+        return KeyData(OK, (value,))
+    resources = tuple(
+        e["resource"] for e in as_list(value.get("entry"))
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict))
+    if any(r.get("resourceType") == "OperationOutcome" for r in resources):
+        return KeyData(FAILED, (), "the EHR reported an error retrieving it")
+    return KeyData(OK if resources else NONE, resources)
+
+
+def _fetch(client: FhirClient, query: str) -> KeyData:
+    try:
+        resources, incomplete = client.get_all(query)
+    except FetchError as error:
+        return KeyData(FAILED, (), str(error))
+    if any(r.get("resourceType") == "OperationOutcome" for r in resources):
+        return KeyData(FAILED, (), "the FHIR server reported an error in its results")
+    if incomplete:
+        return KeyData(FAILED, tuple(resources), incomplete)
+    return KeyData(OK if resources else NONE, tuple(resources))
+
+
+def _next_pages(client: FhirClient, value: dict, first: KeyData) -> KeyData:
+    try:
+        resources, incomplete = client.follow(next_link(value), list(first.resources))
+    except FetchError as error:
+        return KeyData(FAILED, first.resources, f"only the first page could be read: {error}")
+    if incomplete:
+        return KeyData(FAILED, tuple(resources), incomplete)
+    return KeyData(OK if resources else NONE, tuple(resources))
+
+
+def _collect(jobs: dict[str, Future], deadline: float) -> dict[str, KeyData]:
+    results = {}
+    for key, future in jobs.items():
+        try:
+            results[key] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            results[key] = KeyData(FAILED, (), "the time budget ran out")
+    return results
+
+
+def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[str, KeyData]:
+    client = (FhirClient(request.fhir_server, request.access_token, settings, deadline)
+              if request.fhir_server else None)
+    tokens = _tokens(request)
+    results: dict[str, KeyData] = {}
+    jobs: dict[str, Future] = {}
+    for key, template in request.service.prefetch.items():
+        if key in request.prefetch:
+            value = request.prefetch[key]
+            results[key] = KeyData(NONE, ()) if value is None else _from_prefetch(value)
+            if value is not None and client and next_link(value) and results[key].status != FAILED:
+                jobs[key] = executor().submit(_next_pages, client, value, results[key])
+            continue
+        query = _fill(template, tokens)
+        if client is None:
+            results[key] = KeyData(FAILED, (), "not in the prefetch and no fhirServer was given")
+        elif query is None:
+            results[key] = KeyData(FAILED, (), "its query could not be built from the context")
+        else:
+            jobs[key] = executor().submit(_fetch, client, query)
+    results.update(_collect(jobs, deadline))
+    return results
+
+
+def fetch_medications(request: HookRequest, settings: Settings, deadline: float,
+                      references: set[str]) -> dict[str, KeyData]:
+    """Medications referenced by orders that neither the request nor the prefetch carried."""
+    if not references:
+        return {}
+    if not request.fhir_server:
+        return {r: KeyData(FAILED, (), "no fhirServer to read it from") for r in references}
+    client = FhirClient(request.fhir_server, request.access_token, settings, deadline)
+    jobs = {r: executor().submit(_fetch, client, r) for r in sorted(references)}
+    return _collect(jobs, deadline)
