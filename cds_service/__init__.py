@@ -17,7 +17,7 @@ from .store import Store
 def create_app(settings: Settings | None = None, knowledge: Knowledge | None = None,
                clock: Callable[[], datetime] | None = None) -> Flask:
     """The app factory: knowledge, models and keys load here, once, never per request."""
-    from . import api
+    from . import api, openapi
     from .auth import Authenticator, ReplayCache
 
     settings = settings or Settings.from_env()
@@ -33,5 +33,6 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     preload_models()
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     api.register_errors(app)
     return app

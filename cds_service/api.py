@@ -10,8 +10,10 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, feedback, protocol
+from . import engine, feedback, protocol, repeats
 from .errors import CDSError, operation_outcome
+from .protocol import HookRequest
+from .store import LoggedCard, timestamp
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
@@ -69,6 +71,8 @@ def discovery() -> Response:
                  "description": service.description, "prefetch": service.prefetch}
         if service.usage:
             entry["usageRequirements"] = service.usage
+        if service.hook == "order-sign":  # advertised as the HL7 PDDI-CDS IG does
+            entry["extension"] = {repeats.CONFIGURATION_KEY: [repeats.CONFIGURATION_ITEM]}
         services.append(entry)
     return json_response({"services": services})
 
@@ -76,14 +80,58 @@ def discovery() -> Response:
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
-    hook_request = protocol.parse_request(_body(), service)
-    g.hook_instance = hook_request.hook_instance
+    body = _body()
+    hook_request = protocol.parse_request(body, service)
+    g.hook_instance, g.hook_request = hook_request.hook_instance, hook_request
     settings = current_app.config["SETTINGS"]
     _check_fhir_server(hook_request.fhir_server, settings.fhir_allowlist)
     now = current_app.config["CLOCK"]()
     result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now)
-    g.rules = sorted({c["source"]["topic"]["code"] for c in result.cards})
-    return json_response({"cards": result.cards})
+    cards = _issue(hook_request, body, result, now)
+    g.rules = sorted({c["source"]["topic"]["code"] for c in cards})
+    return json_response({"cards": cards})
+
+
+def _issue(request: HookRequest, body: object, result: engine.Result,
+           now: datetime) -> list[dict]:
+    """The cards to send: order-sign repeats dropped, every card logged. Clinical safety
+    first: no failure of the store may cost a card, so any error here shows them all."""
+    try:
+        issued = repeats.plan(current_app.config["STORE"], request, body, result, now,
+                              current_app.config["SETTINGS"])
+    except Exception:
+        _store_failed("repeat-check-failed", request, len(result.cards))
+        issued = repeats.unfiltered(result)
+    _log_cards(request, issued, now)
+    suppressed = sum(not i.shown for i in issued)
+    if suppressed:
+        g.suppressed = suppressed
+    return [i.card for i in issued if i.shown]
+
+
+def _log_cards(request: HookRequest, issued: list[repeats.Issued], now: datetime) -> None:
+    """Committed before the response is sent; a failure is logged, never raised."""
+    if not issued:
+        return
+    store = current_app.config["STORE"]
+    try:
+        patient, user = store.pseudonym("patient", request.patient_id), store.pseudonym(
+            "user", request.user_id)
+        store.add_cards([LoggedCard(
+            issued_at=timestamp(now), service=request.service.id, hook=request.service.hook,
+            hook_instance=request.hook_instance, card=i.card["uuid"],
+            rule=i.card["source"]["topic"]["code"], finding=i.key,
+            indicator=i.card["indicator"],
+            knowledge_version=current_app.config["KNOWLEDGE"].version, patient_hash=patient,
+            user_hash=user, fingerprint=i.fingerprint, shown=i.shown, repeat_of=i.repeat_of)
+            for i in issued])
+    except Exception:
+        _store_failed("card-log-failed", request, len(issued))
+
+
+def _store_failed(event: str, request: HookRequest, cards: int) -> None:
+    logging.getLogger("cds_service").exception(orjson.dumps({
+        "event": event, "hook_instance": request.hook_instance, "cards": cards}).decode())
 
 
 def _check_fhir_server(url: str | None, allowlist: tuple[str, ...]) -> None:
@@ -121,7 +169,7 @@ def _access_log(status: int) -> None:
               "status": status,
               "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter()))
                                    * 1000, 2)}
-    for key in ("service", "hook_instance", "rules"):
+    for key in ("service", "hook_instance", "rules", "suppressed"):
         if key in g:
             record[key] = g.get(key)
     log.info(orjson.dumps(record).decode())
@@ -147,6 +195,9 @@ def register_errors(app: Flask) -> None:
         logging.getLogger("cds_service").exception("unexpected error")
         if request.method == "POST" and request.path.count("/") == 2 and "service" in g:
             card = engine.failure_card(current_app.config["KNOWLEDGE"])
+            if "hook_request" in g:  # counted like any card shown
+                _log_cards(g.hook_request, [repeats.Issued(card, "data-unavailable")],
+                           current_app.config["CLOCK"]())
             return json_response({"cards": [card]})
         return _error(503, "the service could not complete the request", "exception")
 

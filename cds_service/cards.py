@@ -62,7 +62,10 @@ def _reduce(suggestion: dict, finding: Finding, knowledge: Knowledge) -> dict | 
     order = finding.target or finding.order
     if order is None or order.dose is None:
         return None
-    new = _new_dose(order.dose, suggestion["fraction"], knowledge.drugs[order.drug].dose_step_mg)
+    fraction = suggestion.get("fraction") or float(finding.params.get("fraction", 0))
+    if not fraction:
+        return None
+    new = _new_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
     if new is None:
         return None
     value, text = new

@@ -31,6 +31,8 @@ class Settings:
     max_body_bytes: int = 10_000_000
     strict_412: bool = False                    # 412 instead of a data-unavailable card
     log_level: str = "INFO"
+    suppress_repeats: bool = True               # order-sign drops non-critical order-select repeats
+    repeat_window_minutes: int = 720            # how long an order-select card counts as shown
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -53,14 +53,16 @@ def _readable(order: Order, facts: Facts, knowledge: Knowledge) -> Order:
     return replace(order, resource=resource)
 
 
-def _needs_checks(drafts: list[Order]) -> bool:
+def _needs_checks(request: HookRequest, drafts: list[Order]) -> bool:
+    if request.hook == "patient-view":
+        return True  # the active thiopurines are in the prefetch
     return any(o.judged and (o.drug or external_reference(o.resource)) for o in drafts)
 
 
 def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
              now: datetime) -> Result:
     deadline = time.monotonic() + settings.time_budget_ms / 1000
-    if not _needs_checks(_drafts(request, {}, knowledge)):
+    if not _needs_checks(request, _drafts(request, {}, knowledge)):
         return Result([], [])  # nothing this service judges: no data fetched
     data = prefetch.resolve(request, settings, deadline)
     known = medication_index(data, {})
@@ -74,11 +76,11 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
             facts.missing(CHECK_MEDS, f"{ref}: {item.problem or 'not found'}")
     facts.orders = [_readable(o, facts, knowledge)
                     for o in _drafts(request, medications, knowledge)]
-    gather(facts, data, medications, knowledge)
+    gather(facts, data, medications, knowledge, judge_active=request.hook == "patient-view")
     if settings.strict_412 and facts.unavailable:
         raise CDSError(412, "required data could not be obtained: " + ", ".join(facts.unavailable),
                        code="incomplete")
-    findings = rules.evaluate(facts, knowledge)
+    findings = rules.evaluate(facts, knowledge, request.service.rules)
     return Result([cards.render(f, knowledge, request.patient_id) for f in findings], findings)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .fhir_read import codings, reference, validate
+from .fhir_read import codings, concept_texts, reference, validate
 from .knowledge import Knowledge
-from .labs import COUNTED_STATUSES, Counts, read_counts
+from .labs import COUNTED_STATUSES, Counts, Measurement, read_counts, read_liver, read_weight
 from .medications import Dose, identify, medication_concepts, read_dose
 from .pgx import GeneResult
 from .prefetch import FAILED, KeyData
@@ -21,6 +21,8 @@ CHECK_COUNTS = "blood counts"
 CHECK_MEDS = "current medications"
 CHECK_ITP = "conditions (ITP)"
 CHECK_ORDER = "the draft order"
+CHECK_WEIGHT = "body weight (dose per kg)"
+CHECK_LIVER = "liver tests"
 ACTIVE_STATUSES = frozenset({"active", "on-hold"})
 _ITP_ACTIVE = frozenset({"active", "recurrence", "relapse"})
 
@@ -43,6 +45,9 @@ class Facts:
     pgx: dict[str, GeneResult] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
     itp: str | None = None                  # evidence line when chronic ITP is on record
+    weight: Measurement | None = None
+    liver: list[Measurement] = field(default_factory=list)
+    condition_texts: str = ""               # active conditions' names, lower case (indication)
     unavailable: dict[str, list[str]] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)  # prefetch keys that could not be had
 
@@ -62,12 +67,15 @@ def make_order(resource: dict, judged: bool, draft: bool, medications: dict[str,
 
 
 def _active_orders(data: KeyData, medications: dict[str, dict], knowledge: Knowledge,
-                   facts: Facts) -> None:
+                   facts: Facts, judge: bool) -> None:
+    """Active and on-hold orders; on patient-view the thiopurines among them are judged."""
     for resource in data.resources:
         if resource.get("resourceType") not in ("MedicationRequest", "MedicationOrder") or (
                 resource.get("status") not in ACTIVE_STATUSES):
             continue
         order = make_order(resource, False, False, medications, knowledge)
+        if judge and order.drug and knowledge.drugs[order.drug].drug_class == "thiopurine":
+            order = replace(order, judged=True)
         if order.drug is None:
             continue
         resource, error = validate(resource, facts.version)
@@ -102,6 +110,9 @@ def _itp(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
             if (system, code) in knowledge.itp_codes:
                 facts.itp = f"the order's reason ({code})"
                 return
+    facts.condition_texts = " ".join(
+        t.lower() for c in data.resources if c.get("resourceType") == "Condition"
+        for t in concept_texts(c.get("code")))
     for condition in data.resources:
         if condition.get("resourceType") != "Condition" or not _is_itp(condition, knowledge):
             continue
@@ -124,16 +135,16 @@ def _is_itp(condition: dict, knowledge: Knowledge) -> bool:
 
 
 def gather(facts: Facts, data: dict[str, KeyData], medications: dict[str, dict],
-           knowledge: Knowledge) -> Facts:
+           knowledge: Knowledge, judge_active: bool = False) -> Facts:
     """Fill the facts from resolved prefetch; `facts.orders` already holds the drafts."""
-    checks = {"medications": CHECK_MEDS, "pgxResults": CHECK_PGX,
-              "bloodCounts": CHECK_COUNTS, "conditions": CHECK_ITP}
+    checks = {"medications": CHECK_MEDS, "pgxResults": CHECK_PGX, "bloodCounts": CHECK_COUNTS,
+              "conditions": CHECK_ITP, "weight": CHECK_WEIGHT, "liverTests": CHECK_LIVER}
     for key, check in checks.items():
         item = data.get(key)
         if item is not None and item.status == FAILED:
             facts.failed.add(key)
             facts.missing(check, f"{key}: {item.problem}")
-    _active_orders(data["medications"], medications, knowledge, facts)
+    _active_orders(data["medications"], medications, knowledge, facts, judge_active)
     if any(o.drug and knowledge.drugs[o.drug].drug_class == "thiopurine" for o in facts.judged()):
         _pgx(data["pgxResults"], knowledge, facts)
         facts.counts = read_counts(data["bloodCounts"].resources, knowledge, facts.now,
@@ -141,7 +152,24 @@ def gather(facts: Facts, data: dict[str, KeyData], medications: dict[str, dict],
         for problem in facts.counts.problems:
             facts.missing(CHECK_COUNTS, problem)
         _itp(data["conditions"], knowledge, facts)
+        _optional_labs(data, knowledge, facts)
     return facts
+
+
+def _optional_labs(data: dict[str, KeyData], knowledge: Knowledge, facts: Facts) -> None:
+    """Body weight (order hooks) and liver tests (patient-view), where the service asks."""
+    problems: list[str] = []
+    if "weight" in data:
+        facts.weight = read_weight(data["weight"].resources, knowledge, facts.now,
+                                   facts.version, problems)
+        for problem in problems:
+            facts.missing(CHECK_WEIGHT, problem)
+    problems = []
+    if "liverTests" in data:
+        facts.liver = read_liver(data["liverTests"].resources, knowledge, facts.now,
+                                 facts.version, problems)
+        for problem in problems:
+            facts.missing(CHECK_LIVER, problem)
 
 
 def medication_index(data: dict[str, KeyData], fetched: dict[str, KeyData]) -> dict[str, dict]:

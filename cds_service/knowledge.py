@@ -31,6 +31,8 @@ class Drug:
     dose_step_mg: float
     text: tuple[str, ...]
     xo_substrate: bool  # a xanthine-oxidase inhibitor raises its levels
+    normal_mg_kg_day: float | None  # top of the normal starting dose; reduced ranges scale it
+    dose_ranges: dict[str, dict]    # indication -> {range: [low, high], words, new_start_only}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Service:
     description: str
     usage: str | None
     prefetch: dict[str, str]
+    rules: tuple[str, ...]  # rule names, checked against the engine's at start-up
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class Knowledge:
     lookback_days: int
     trend_fall: float
     itp_codes: frozenset[tuple[str, str]]
+    weight: dict[str, Any]        # body_weight section of labs.yaml
+    liver: dict[str, Any]         # liver_enzymes section
+    monitoring: dict[str, Any]    # label CBC schedule
     rules: dict[str, Any]
     pgx: PgxKnowledge
     services: dict[str, Service]
@@ -121,9 +127,21 @@ def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple]:
         drugs[name] = Drug(
             name, _need(spec, "display", str, where), _need(spec, "class", str, where),
             products, float(_need(spec, "dose_step_mg", (int, float), where)), text,
-            spec.get("xanthine_oxidase_substrate") is True,
+            spec.get("xanthine_oxidase_substrate") is True, spec.get("normal_mg_kg_day"),
+            _dose_ranges(spec.get("dose_ranges_mg_kg_day", {}), where),
         )
     return drugs, codes, tuple(words)
+
+
+def _dose_ranges(ranges: dict, where: str) -> dict[str, dict]:
+    for name, spec in ranges.items():
+        low, high = _need(spec, "range", list, f"{where}.{name}")
+        if not 0 < low < high:
+            raise KnowledgeError(f"{where}.{name}: range must be [low, high] with 0 < low < high")
+        _need(spec, "words", list, f"{where}.{name}")
+    if ranges and "default" not in ranges:
+        raise KnowledgeError(f"{where}: dose ranges need a 'default'")
+    return ranges
 
 
 def _labs(data: dict, sources: dict) -> tuple[dict, dict, dict]:
@@ -153,6 +171,16 @@ def _labs(data: dict, sources: dict) -> tuple[dict, dict, dict]:
     return analytes, by_code, factors
 
 
+def _section(labs: dict, name: str, sources: dict) -> dict:
+    section = _need(labs, name, dict, "labs.yaml")
+    _check_sources(_need(section, "source", list, f"labs.yaml:{name}"), sources, name)
+    if name == "monitoring":
+        steps = _need(section, "schedule", list, "labs.yaml:monitoring")
+        if not steps or "until_day" in steps[-1]:
+            raise KnowledgeError("labs.yaml:monitoring: the last step must be open-ended")
+    return section
+
+
 def _rules(data: dict, sources: dict) -> dict:
     links, reasons = data.get("links", {}), data.get("override_reasons", {})
     tests = _need(data, "tests", dict, "rules.yaml")
@@ -176,8 +204,12 @@ def _rules(data: dict, sources: dict) -> dict:
             _need(suggestion, "label", str, where)
             if suggestion["kind"] == "order-test":
                 _need(tests, _need(suggestion, "test", str, where), dict, f"{where}.test")
-            if suggestion["kind"] == "reduce-dose":
+            if suggestion["kind"] == "reduce-dose" and "fraction" in suggestion:
                 _need(suggestion, "fraction", float, where)
+        if "if_reduced" in spec:
+            reduced = _need(spec, "if_reduced", dict, where)
+            _need(reduced, "max_fraction", float, f"{where}.if_reduced")
+            _need(data["findings"], _need(reduced, "finding", str, where), dict, where)
     return data
 
 
@@ -199,7 +231,7 @@ def _services(data: dict, value_sets: dict[str, list[str]]) -> dict[str, Service
         services[_need(spec, "id", str, where)] = Service(
             spec["id"], _need(spec, "hook", str, where), _need(spec, "title", str, where),
             _need(spec, "description", str, where), spec.get("usageRequirements"),
-            {key: expanded[key] for key in keys},
+            {key: expanded[key] for key in keys}, tuple(_need(spec, "rules", list, where)),
         )
     return services
 
@@ -215,13 +247,18 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
     _check_sources(_need(itp, "source", list, "conditions.yaml:itp"), sources, "conditions.yaml")
     itp_codes = frozenset((c["system"], str(c["code"])) for c in _need(itp, "codes", list, "itp"))
     pgx = PgxKnowledge.from_data(files["pgx"])
-    blood = sorted(by_code)
-    services = _services(files["services"], {"blood-counts": blood, "pgx": pgx.prefetch_codes()})
+    labs = files["labs"]
+    weight, liver, monitoring = (_section(labs, n, sources) for n in
+                                 ("body_weight", "liver_enzymes", "monitoring"))
+    value_sets = {"blood-counts": sorted(by_code), "pgx": pgx.prefetch_codes(),
+                  "body-weight": weight["codes"], "liver": sorted(liver["analytes"])}
+    services = _services(files["services"], value_sets)
     return Knowledge(
         version="+".join(f"{n}@{d['version']}" for n, d in sorted(files.items())),
         sources=sources, drugs=drugs, drug_codes=drug_codes, drug_words=drug_words,
         analytes=analytes, analyte_by_code=by_code, unit_factors=factors,
         lookback_days=int(_need(files["labs"], "lookback_days", int, "labs.yaml")),
         trend_fall=float(_need(files["labs"], "trend_fall_fraction", float, "labs.yaml")),
-        itp_codes=itp_codes, rules=_rules(files["rules"], sources), pgx=pgx, services=services,
+        itp_codes=itp_codes, weight=weight, liver=liver, monitoring=monitoring,
+        rules=_rules(files["rules"], sources), pgx=pgx, services=services,
     )

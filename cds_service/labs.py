@@ -30,6 +30,7 @@ class Count:
 class Counts:
     by_analyte: dict[str, list[Count]] = field(default_factory=dict)  # newest first, in window
     older: set[str] = field(default_factory=set)                       # analytes seen before window
+    latest: datetime | None = None                                     # newest count of any age
     problems: list[str] = field(default_factory=list)
 
 
@@ -107,7 +108,10 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
         when = effective_time(observation)
         if when is None:
             counts.problems.append(f"{reference(observation)} has no date")
-        elif when < since:
+            continue
+        if when <= now + timedelta(days=1) and (counts.latest is None or when > counts.latest):
+            counts.latest = when
+        if when < since:
             counts.older.add(analyte)
         elif when <= now + timedelta(days=1):
             candidates.append((when, analyte, observation))
@@ -121,3 +125,73 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
         if count:
             counts.by_analyte.setdefault(analyte, []).append(count)
     return counts
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    value: float
+    when: datetime
+    resource: str
+    upper_limit: float | None = None
+    flags: frozenset[str] = frozenset()
+    unit: str = ""
+
+
+def _latest_valid(observations: tuple[dict, ...], codes: dict[str, str], since: datetime,
+                  now: datetime, version: str, problems: list[str]) -> dict[str, tuple]:
+    """Newest valid observation per name among those whose LOINC code is in `codes`."""
+    found: dict[str, tuple] = {}
+    dated = []
+    for observation in observations:
+        name = next((codes[c] for s, c in codings(observation.get("code"))
+                     if s in ("http://loinc.org", "") and c in codes), None)
+        when = effective_time(observation)
+        if name and observation.get("status") in COUNTED_STATUSES and when and (
+                since <= when <= now + timedelta(days=1)):
+            dated.append((when, name, observation))
+    for when, name, observation in sorted(dated, key=lambda d: d[0], reverse=True):
+        if name in found:
+            continue
+        observation, error = validate(observation, version)
+        quantity = observation.get("valueQuantity")
+        if error or not isinstance(quantity, dict) or not isinstance(
+                quantity.get("value"), int | float):
+            problems.append(f"{reference(observation)} could not be read ({error or 'no value'})")
+            continue
+        found[name] = (when, observation, quantity)
+    return found
+
+
+def read_weight(observations: tuple[dict, ...], knowledge: Knowledge, now: datetime,
+                version: str, problems: list[str]) -> Measurement | None:
+    spec = knowledge.weight
+    since = now - timedelta(days=spec["max_age_days"])
+    found = _latest_valid(observations, dict.fromkeys(spec["codes"], "weight"), since, now,
+                          version, problems)
+    if "weight" not in found:
+        return None
+    when, observation, quantity = found["weight"]
+    unit = quantity.get("code") or quantity.get("unit")
+    factor = spec["units"].get(unit)
+    if factor is None:
+        problems.append(f"body weight {reference(observation)}: unit '{unit}' is not recognised")
+        return None
+    return Measurement("weight", float(quantity["value"]) * factor, when, reference(observation))
+
+
+def read_liver(observations: tuple[dict, ...], knowledge: Knowledge, now: datetime,
+               version: str, problems: list[str]) -> list[Measurement]:
+    spec = knowledge.liver
+    since = now - timedelta(days=spec["lookback_days"])
+    found = _latest_valid(observations, spec["analytes"], since, now, version, problems)
+    results = []
+    for name, (when, observation, quantity) in found.items():
+        high = next((r["high"]["value"] for r in as_list(observation.get("referenceRange"))
+                     if isinstance(r, dict) and isinstance(r.get("high"), dict)
+                     and isinstance(r["high"].get("value"), int | float)), None)
+        flags = frozenset(c for _, c in codings(observation.get("interpretation")))
+        unit = str(quantity.get("unit") or quantity.get("code") or "")
+        results.append(Measurement(name, float(quantity["value"]), when,
+                                   reference(observation), high, flags, unit))
+    return results

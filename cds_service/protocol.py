@@ -28,6 +28,7 @@ class HookRequest:
     user_id: str
     orders: tuple[dict, ...]
     selections: frozenset[str] | None  # None: every order is judged (order-sign, prescribe)
+    hook: str
     prefetch: dict
     fhir_version: str
 
@@ -112,7 +113,7 @@ def parse_request(body: object, service: Service) -> HookRequest:
         raise _fail("context", "an object is required")
     patient_id, user_id = _string(context, "patientId", "context."), _string(
         context, "userId", "context.")
-    field = _ORDER_FIELD[hook]
+    field = _ORDER_FIELD.get(hook)  # patient-view has no orders
     orders = _bundle_resources(context[field], f"context.{field}") if field in context else ()
     prefetch = body.get("prefetch", {})
     if not isinstance(prefetch, dict) or not all(
@@ -124,5 +125,5 @@ def parse_request(body: object, service: Service) -> HookRequest:
         service=service, hook_instance=hook_instance, fhir_server=fhir_server,
         access_token=token, patient_id=patient_id, user_id=user_id, orders=orders,
         selections=_selections(context) if hook == "order-select" else None,
-        prefetch=prefetch, fhir_version=_fhir_version(hook, orders),
+        prefetch=prefetch, fhir_version=_fhir_version(hook, orders), hook=hook,
     )

@@ -6,9 +6,11 @@ has one card per problem per drug.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from .facts import CHECK_MEDS, CHECK_ORDER, CHECK_PGX, Facts, Order
+from .fhir_read import as_list, concept_texts, parse_time
 from .knowledge import INDICATORS, Knowledge
 from .labs import Count
 
@@ -33,6 +35,27 @@ def _is(order: Order, drug_class: str, knowledge: Knowledge) -> bool:
     return order.drug is not None and knowledge.drugs[order.drug].drug_class == drug_class
 
 
+def mg_kg_day(order: Order | None, facts: Facts) -> float | None:
+    if order is None or order.dose is None or facts.weight is None or facts.weight.value <= 0:
+        return None
+    per_day = order.dose.mg_per_day
+    return None if per_day is None else per_day / facts.weight.value
+
+
+def _maybe_reduced(finding: Finding, facts: Facts, knowledge: Knowledge) -> Finding:
+    """A dose already inside the reduced range gets the finding's quieter variant."""
+    reduced = knowledge.rules["findings"][finding.key].get("if_reduced")
+    order = finding.target or finding.order
+    dose = mg_kg_day(order, facts)
+    normal = knowledge.drugs[order.drug].normal_mg_kg_day if order and order.drug else None
+    if not reduced or dose is None or not normal or dose > reduced["max_fraction"] * normal:
+        return finding
+    evidence = (*finding.evidence, f"Ordered dose {dose:.2f} mg/kg/day ({facts.weight.value:g} kg,"
+                f" {facts.weight.resource}); normal start up to {normal:g} mg/kg/day.")
+    return replace(finding, key=reduced["finding"], evidence=evidence,
+                   params={**finding.params, "dose_kg": f"{dose:.2f}"})
+
+
 def pgx(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
     results = {g: r for g, r in facts.pgx.items() if r.phenotype != "unknown"}
     evidence = tuple(r.evidence for r in results.values())
@@ -50,7 +73,7 @@ def pgx(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
         key = "pgx-nudt15-indeterminate"
     else:
         return []
-    return [Finding(key, order, params, evidence)]
+    return [_maybe_reduced(Finding(key, order, params, evidence), facts, knowledge)]
 
 
 def untested(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
@@ -73,16 +96,16 @@ def xanthine_oxidase(order: Order, facts: Facts, knowledge: Knowledge) -> list[F
         if not knowledge.drugs[order.drug].xo_substrate:
             return []
         partners = [o for o in facts.orders if o is not order and _is(o, XO_INHIBITOR, knowledge)]
-        return _xo_findings(order, order, partners, knowledge)
+        return _xo_findings(order, order, partners, facts, knowledge)
     findings = []
     for other in facts.orders:
         if (other is not order and not other.judged and _is(other, THIOPURINE, knowledge)
                 and knowledge.drugs[other.drug].xo_substrate):
-            findings += _xo_findings(order, other, [order], knowledge)
+            findings += _xo_findings(order, other, [order], facts, knowledge)
     return findings[:1]
 
 
-def _xo_findings(order: Order, thiopurine: Order, inhibitors: list[Order],
+def _xo_findings(order: Order, thiopurine: Order, inhibitors: list[Order], facts: Facts,
                  knowledge: Knowledge) -> list[Finding]:
     worst = sorted(inhibitors, key=lambda o: o.drug != "febuxostat")  # febuxostat first
     if not worst:
@@ -93,7 +116,8 @@ def _xo_findings(order: Order, thiopurine: Order, inhibitors: list[Order],
                 f"{_drug(thiopurine, knowledge).capitalize()}: {thiopurine.ref}"
                 f"{' (active)' if not thiopurine.draft else ''}.")
     params = {"drug": _drug(order, knowledge), "thiopurine": _drug(thiopurine, knowledge)}
-    return [Finding(f"xo-{inhibitor.drug}", order, params, evidence, target=thiopurine)]
+    finding = Finding(f"xo-{inhibitor.drug}", order, params, evidence, target=thiopurine)
+    return [_maybe_reduced(finding, facts, knowledge)]
 
 
 def _judge_count(counts: list[Count], analyte, facts: Facts,
@@ -136,6 +160,8 @@ def cytopenia(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]
     if facts.itp:
         evidence.append(f"Chronic ITP on record: {facts.itp}.")
     if not facts.counts.by_analyte:
+        if not order.draft:  # on patient-view the monitoring rule says it, with the schedule
+            return []
         return [Finding("cytopenia-no-recent", order, {"drug": drug, "days": days},
                         tuple(evidence))]
     if not verdicts:
@@ -164,14 +190,93 @@ def data_unavailable(facts: Facts, knowledge: Knowledge) -> list[Finding]:
     return [Finding("data-unavailable", None, {"checks": ", ".join(checks)}, evidence)]
 
 
-ORDER_RULES = (pgx, untested, xanthine_oxidase, cytopenia)
+def dose(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    """Above the indication's labelled mg/kg/day range (drugs with ranges in cards/)."""
+    ranges = knowledge.drugs[order.drug].dose_ranges
+    per_kg = mg_kg_day(order, facts)
+    if not ranges or per_kg is None:
+        return []
+    texts = " ".join([facts.condition_texts, *(t.lower() for t in concept_texts(
+        order.resource.get("reasonCode")))])
+    new_start = not any(not o.draft and o.drug == order.drug for o in facts.orders)
+    name, spec = "default", ranges["default"]
+    for candidate, candidate_spec in ranges.items():
+        if any(w in texts for w in candidate_spec["words"]) and (
+                new_start or not candidate_spec.get("new_start_only")):
+            name, spec = candidate, candidate_spec
+            break
+    low, high = spec["range"]
+    if per_kg <= high:
+        return []
+    params = {"drug": _drug(order, knowledge), "dose_kg": f"{per_kg:.2f}", "low": f"{low:g}",
+              "high": f"{high:g}", "indication": name.replace("-", " "),
+              "dose_day": f"{order.dose.mg_per_day:g}", "weight": f"{facts.weight.value:g}",
+              "fraction": str(high / per_kg)}
+    evidence = (f"Ordered {order.dose.mg_per_day:g} mg/day; body weight {facts.weight.value:g} kg"
+                f" on {facts.weight.when:%Y-%m-%d} ({facts.weight.resource}).",)
+    return [Finding("dose-above-range", order, params, evidence)]
 
 
-def evaluate(facts: Facts, knowledge: Knowledge) -> list[Finding]:
+def _therapy_start(order: Order) -> datetime | None:
+    for dosage in as_list(order.resource.get("dosageInstruction")):
+        bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") if (
+            isinstance(dosage, dict) and isinstance(dosage.get("timing"), dict)) else None
+        if isinstance(bounds, dict) and parse_time(bounds.get("start")):
+            return parse_time(bounds.get("start"))
+    return parse_time(order.resource.get("authoredOn") or order.resource.get("dateWritten"))
+
+
+def monitoring(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    """Blood counts overdue against the label's schedule (active orders only)."""
+    start = _therapy_start(order)
+    if order.draft or start is None or "bloodCounts" in facts.failed:
+        return []
+    spec = knowledge.monitoring
+    day = (facts.now - start).days
+    step = next(s for s in spec["schedule"] if day <= s.get("until_day", day))
+    last = facts.counts.latest
+    if last is not None and last >= start and (
+            facts.now - last).days <= step["every_days"] + spec["grace_days"]:
+        return []
+    seen = f"{last:%Y-%m-%d}" if last and last >= start else "none since the start"
+    params = {"drug": _drug(order, knowledge), "last": seen,
+              "every": str(step["every_days"]), "phase": step["phase"]}
+    evidence = (f"{order.ref} started or last changed {start:%Y-%m-%d} (day {day}).",
+                f"Latest blood count: {f'{last:%Y-%m-%d}' if last else 'none on record'}.")
+    return [Finding("monitoring-overdue", order, params, evidence)]
+
+
+def hepatotoxicity(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    spec = knowledge.liver
+    worst = None
+    for result in facts.liver:
+        ratio = result.value / result.upper_limit if result.upper_limit else None
+        flagged = ratio is None and result.flags & set(spec["critical_flags"])
+        raised = (ratio is not None and ratio > spec["uln_multiple"]) or flagged
+        if raised and (worst is None or (ratio or 0) > (worst[1] or 0)):
+            worst = (result, ratio)
+    if worst is None:
+        return []
+    result, ratio = worst
+    times = f"{ratio:.1f}x" if ratio else "flagged critical by the lab, above"
+    params = {"drug": _drug(order, knowledge), "analyte": result.name,
+              "value": f"{result.value:g}", "times": times}
+    evidence = tuple(f"{r.name} {r.value:g} {r.unit} on {r.when:%Y-%m-%d} ({r.resource}; upper "
+                     f"limit {r.upper_limit if r.upper_limit is not None else 'not given'})."
+                     for r in facts.liver)
+    return [Finding("hepatotoxicity", order, params, evidence)]
+
+
+RULES = {"pgx": pgx, "untested": untested, "xanthine-oxidase": xanthine_oxidase,
+         "cytopenia": cytopenia, "dose": dose, "monitoring": monitoring,
+         "hepatotoxicity": hepatotoxicity}
+
+
+def evaluate(facts: Facts, knowledge: Knowledge, names: tuple[str, ...]) -> list[Finding]:
     findings = []
     for order in facts.judged():
         thiopurine = _is(order, THIOPURINE, knowledge)
-        for rule in ORDER_RULES:
-            if thiopurine or rule is xanthine_oxidase:
-                findings += rule(order, facts, knowledge)
+        for name in names:
+            if thiopurine or name == "xanthine-oxidase":
+                findings += RULES[name](order, facts, knowledge)
     return findings + data_unavailable(facts, knowledge)

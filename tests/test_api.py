@@ -12,12 +12,12 @@ SANDBOX_FEEDBACK = {"feedback": [{
                                   "system": "http://example.org/override"}}}]}
 
 
-def test_discovery_lists_the_three_order_services(client):
+def test_discovery_lists_the_order_and_patient_view_services(client):
     response = client.get("/cds-services")
     assert response.status_code == 200
     services = {s["id"]: s for s in response.get_json()["services"]}
     assert {s["hook"] for s in services.values()} == {
-        "order-select", "order-sign", "medication-prescribe"}
+        "order-select", "order-sign", "medication-prescribe", "patient-view"}
     for service in services.values():
         for template in service["prefetch"].values():
             assert "today()" not in template
