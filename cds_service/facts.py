@@ -9,9 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .fhir_read import codings, concept_texts, reference, validate
+from .fhir_read import as_list, codings, concept_texts, reference, validate
 from .knowledge import Knowledge
-from .labs import COUNTED_STATUSES, Counts, Measurement, read_counts, read_liver, read_weight
+from .labs import (
+    COUNTED_STATUSES,
+    Counts,
+    Measurement,
+    effective_time,
+    read_counts,
+    read_liver,
+    read_weight,
+)
 from .medications import Dose, identify, medication_concepts, read_dose
 from .pgx import GeneResult
 from .prefetch import FAILED, KeyData
@@ -19,12 +27,15 @@ from .prefetch import FAILED, KeyData
 CHECK_PGX = "TPMT/NUDT15 results"
 CHECK_COUNTS = "blood counts"
 CHECK_MEDS = "current medications"
-CHECK_ITP = "conditions (ITP)"
+CHECK_CONDITIONS = "conditions (ITP, pregnancy, rheumatoid arthritis)"
+CHECK_ALLERGIES = "allergies"
+CHECK_PREGNANCY = "pregnancy and breastfeeding status"
+CHECK_HISTORY = "past alkylating agents"
 CHECK_ORDER = "the draft order"
 CHECK_WEIGHT = "body weight (dose per kg)"
 CHECK_LIVER = "liver tests"
 ACTIVE_STATUSES = frozenset({"active", "on-hold"})
-_ITP_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+_ACTIVE = frozenset({"active", "recurrence", "relapse"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,11 @@ class Facts:
     pgx: dict[str, GeneResult] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
     itp: str | None = None                  # evidence line when chronic ITP is on record
+    pregnant: str | None = None
+    breastfeeding: str | None = None
+    rheumatoid_arthritis: str | None = None
+    alkylating: str | None = None           # a past or current alkylating-agent order
+    allergies: list[tuple[str, str]] = field(default_factory=list)  # (drug, AllergyIntolerance)
     weight: Measurement | None = None
     liver: list[Measurement] = field(default_factory=list)
     condition_texts: str = ""               # active conditions' names, lower case (indication)
@@ -104,41 +120,102 @@ def _pgx(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
         facts.missing(CHECK_PGX, problem)
 
 
-def _itp(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
+def matches(concept: object, spec: dict) -> bool:
+    """A CodeableConcept in a condition value set: exact codes, code prefixes, or words."""
+    for system, code in codings(concept):
+        if (system, code) in spec["codes"] or any(
+                system == s and code.startswith(p) for s, p in spec["prefixes"]):
+            return True
+    text = " ".join(concept_texts(concept)).lower()
+    return any(w in text for w in spec["words"])
+
+
+def _codes(value: object) -> set[str]:
+    """Codes of a CodeableConcept, or the plain code string DSTU2/STU3 use for statuses."""
+    return {value} if isinstance(value, str) else {c for _, c in codings(value)}
+
+
+def _is_active(resource: dict) -> bool:
+    """Active (or recurrence/relapse; an allergy without a status counts), and neither refuted
+    nor entered in error."""
+    clinical = resource.get("clinicalStatus")
+    unstated = clinical is None and resource.get("resourceType") == "AllergyIntolerance"
+    refuted = _codes(resource.get("verificationStatus")) & {"entered-in-error", "refuted"}
+    return bool(_codes(clinical) & _ACTIVE or unstated) and not refuted
+
+
+_CONDITION_FACTS = {"itp": "itp", "pregnancy": "pregnant", "breastfeeding": "breastfeeding",
+                    "rheumatoid-arthritis": "rheumatoid_arthritis"}
+
+
+def _conditions(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
     for order in facts.judged():
-        for system, code in codings(order.resource.get("reasonCode")):
-            if (system, code) in knowledge.itp_codes:
-                facts.itp = f"the order's reason ({code})"
-                return
+        for name, attribute in _CONDITION_FACTS.items():
+            if matches(order.resource.get("reasonCode"), knowledge.conditions[name]):
+                setattr(facts, attribute, f"the reason of {order.ref}")
     facts.condition_texts = " ".join(
         t.lower() for c in data.resources if c.get("resourceType") == "Condition"
         for t in concept_texts(c.get("code")))
     for condition in data.resources:
-        if condition.get("resourceType") != "Condition" or not _is_itp(condition, knowledge):
+        if condition.get("resourceType") != "Condition" or not _is_active(condition):
+            continue
+        names = [n for n in _CONDITION_FACTS if matches(condition.get("code"),
+                                                        knowledge.conditions[n])]
+        if not names:
             continue
         condition, error = validate(condition, facts.version)
         if error:
-            facts.missing(CHECK_ITP, f"{reference(condition)} could not be read ({error})")
+            facts.missing(CHECK_CONDITIONS, f"{reference(condition)} could not be read ({error})")
             continue
-        status = {c for _, c in codings(condition.get("clinicalStatus"))}
-        verification = {c for _, c in codings(condition.get("verificationStatus"))}
-        clinical = condition.get("clinicalStatus")  # DSTU2/STU3: a plain code string
-        if (status & _ITP_ACTIVE or isinstance(clinical, str) and clinical in _ITP_ACTIVE) and (
-                not verification & {
-                "entered-in-error", "refuted"}):
-            facts.itp = f"active condition {reference(condition)}"
+        for name in names:
+            if getattr(facts, _CONDITION_FACTS[name]) is None:
+                setattr(facts, _CONDITION_FACTS[name], f"active condition {reference(condition)}")
+
+
+def _status_observations(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
+    """The latest pregnancy / breastfeeding status Observation, when it says yes."""
+    for name in ("pregnancy", "breastfeeding"):
+        spec = knowledge.conditions[name]["observation"]
+        dated = [(when, o) for o in data.resources
+                 if o.get("resourceType") == "Observation" and o.get("status") in COUNTED_STATUSES
+                 and spec["code"] in _codes(o.get("code")) and (when := effective_time(o))]
+        if not dated:
+            continue
+        when, latest = max(dated, key=lambda d: d[0])
+        attribute = _CONDITION_FACTS[name]
+        if _codes(latest.get("valueCodeableConcept")) & set(spec["answers"]) and not getattr(
+                facts, attribute):
+            setattr(facts, attribute, f"status {reference(latest)} on {when:%Y-%m-%d}")
+
+
+def _allergies(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
+    for allergy in data.resources:
+        if allergy.get("resourceType") != "AllergyIntolerance" or not _is_active(allergy):
+            continue
+        drug = identify([allergy.get("code"), *[r.get("substance") for r in as_list(
+            allergy.get("reaction")) if isinstance(r, dict)]], knowledge)
+        if drug:
+            facts.allergies.append((drug, reference(allergy)))
+
+
+def _history(data: KeyData, medications: dict[str, dict], knowledge: Knowledge,
+             facts: Facts) -> None:
+    for resource in [*data.resources, *(o.resource for o in facts.orders)]:
+        if resource.get("status") == "entered-in-error":
+            continue
+        drug = identify(medication_concepts(resource, medications), knowledge)
+        if drug and knowledge.drugs[drug].drug_class == "alkylating-agent":
+            facts.alkylating = f"{reference(resource)} ({resource.get('status', 'no status')})"
             return
-
-
-def _is_itp(condition: dict, knowledge: Knowledge) -> bool:
-    return any(c in knowledge.itp_codes for c in codings(condition.get("code")))
 
 
 def gather(facts: Facts, data: dict[str, KeyData], medications: dict[str, dict],
            knowledge: Knowledge, judge_active: bool = False) -> Facts:
     """Fill the facts from resolved prefetch; `facts.orders` already holds the drafts."""
     checks = {"medications": CHECK_MEDS, "pgxResults": CHECK_PGX, "bloodCounts": CHECK_COUNTS,
-              "conditions": CHECK_ITP, "weight": CHECK_WEIGHT, "liverTests": CHECK_LIVER}
+              "conditions": CHECK_CONDITIONS, "weight": CHECK_WEIGHT, "liverTests": CHECK_LIVER,
+              "allergies": CHECK_ALLERGIES, "pregnancyStatus": CHECK_PREGNANCY,
+              "alkylatingHistory": CHECK_HISTORY}
     for key, check in checks.items():
         item = data.get(key)
         if item is not None and item.status == FAILED:
@@ -151,8 +228,12 @@ def gather(facts: Facts, data: dict[str, KeyData], medications: dict[str, dict],
                                    facts.version)
         for problem in facts.counts.problems:
             facts.missing(CHECK_COUNTS, problem)
-        _itp(data["conditions"], knowledge, facts)
+        _conditions(data["conditions"], knowledge, facts)
         _optional_labs(data, knowledge, facts)
+        empty = KeyData("none", ())
+        _status_observations(data.get("pregnancyStatus", empty), knowledge, facts)
+        _allergies(data.get("allergies", empty), knowledge, facts)
+        _history(data.get("alkylatingHistory", empty), medications, knowledge, facts)
     return facts
 
 

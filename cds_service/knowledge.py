@@ -31,8 +31,10 @@ class Drug:
     dose_step_mg: float
     text: tuple[str, ...]
     xo_substrate: bool  # a xanthine-oxidase inhibitor raises its levels
-    normal_mg_kg_day: float | None  # top of the normal starting dose; reduced ranges scale it
+    normal_mg_kg_day: float | None  # low end of the normal starting dose; reduced ranges scale it
     dose_ranges: dict[str, dict]    # indication -> {range: [low, high], words, new_start_only}
+    interaction: dict | None        # {effect, finding} for drugs that interact with thiopurines
+    allergy_group: str | None       # an allergy to one member contraindicates the others
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,13 @@ class Knowledge:
     drugs: dict[str, Drug]
     drug_codes: dict[tuple[str, str], str]
     drug_words: tuple[tuple[str, str], ...]
+    drug_prefixes: tuple[tuple[str, str, str], ...]  # (system, code prefix, drug): ATC classes
     analytes: dict[str, Analyte]
     analyte_by_code: dict[str, str]
     unit_factors: dict[str, float]
     lookback_days: int
     trend_fall: float
-    itp_codes: frozenset[tuple[str, str]]
+    conditions: dict[str, dict]   # name -> {codes, prefixes, words, observation}
     weight: dict[str, Any]        # body_weight section of labs.yaml
     liver: dict[str, Any]         # liver_enzymes section
     monitoring: dict[str, Any]    # label CBC schedule
@@ -107,15 +110,20 @@ def _check_sources(cited: Any, sources: dict, where: str) -> None:
             raise KnowledgeError(f"{where}: unknown source '{source}'")
 
 
-def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple]:
+_ORDERED_CLASSES = ("thiopurine", "xanthine-oxidase-inhibitor")  # need products and a dose step
+
+
+def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple, tuple]:
     systems = _need(data, "systems", dict, "drugs.yaml")
-    drugs, codes, words = {}, {}, []
+    drugs, codes, words, prefixes = {}, {}, [], []
     for name, spec in _need(data, "drugs", dict, "drugs.yaml").items():
         where = f"drugs.yaml:{name}"
         _check_sources(_need(spec, "source", list, where), sources, where)
-        products = {str(k): float(v) for k, v in _need(spec, "products", dict, where).items()}
+        ordered = _need(spec, "class", str, where) in _ORDERED_CLASSES
+        products = {str(k): float(v) for k, v in (
+            _need(spec, "products", dict, where) if ordered else spec.get("products", {})).items()}
         entries = [("rxnorm", c) for c in _need(spec, "rxnorm_ingredient", list, where)]
-        entries += [("rxnorm", c) for c in [*products, *_need(spec, "groups", list, where)]]
+        entries += [("rxnorm", c) for c in [*products, *spec.get("groups", [])]]
         entries += [("atc", c) for c in _need(spec, "atc", list, where)]
         entries += [("snomed", c) for c in _need(spec, "snomed", list, where)]
         for system_key, code in entries:
@@ -124,13 +132,19 @@ def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple]:
                 raise KnowledgeError(f"{where}: code {code} already belongs to {codes[key]}")
         text = tuple(w.lower() for w in _need(spec, "text", list, where))
         words += [(w, name) for w in text]
+        prefixes += [(systems["atc"], p, name) for p in spec.get("atc_prefixes", [])]
+        if spec.get("interaction") is not None:
+            _need(spec["interaction"], "effect", str, f"{where}.interaction")
+            _need(spec["interaction"], "finding", str, f"{where}.interaction")
+        step = _need(spec, "dose_step_mg", (int, float), where) if ordered else 0
         drugs[name] = Drug(
-            name, _need(spec, "display", str, where), _need(spec, "class", str, where),
-            products, float(_need(spec, "dose_step_mg", (int, float), where)), text,
+            name, _need(spec, "display", str, where), spec["class"],
+            products, float(step), text,
             spec.get("xanthine_oxidase_substrate") is True, spec.get("normal_mg_kg_day"),
-            _dose_ranges(spec.get("dose_ranges_mg_kg_day", {}), where),
+            _dose_ranges(spec.get("dose_ranges_mg_kg_day", {}), where), spec.get("interaction"),
+            spec.get("allergy_group"),
         )
-    return drugs, codes, tuple(words)
+    return drugs, codes, tuple(words), tuple(prefixes)
 
 
 def _dose_ranges(ranges: dict, where: str) -> dict[str, dict]:
@@ -169,6 +183,17 @@ def _labs(data: dict, sources: dict) -> tuple[dict, dict, dict]:
     _check_sources(_need(units, "source", str, "labs.yaml:units"), sources, "labs.yaml:units")
     factors = {str(k): float(v) for k, v in _need(units, "factors", dict, "labs.yaml").items()}
     return analytes, by_code, factors
+
+
+def _condition(data: dict, name: str, sources: dict) -> dict:
+    spec = _need(data, name, dict, "conditions.yaml")
+    where = f"conditions.yaml:{name}"
+    _check_sources(_need(spec, "source", list, where), sources, where)
+    codes = frozenset((c["system"], str(c["code"])) for c in _need(spec, "codes", list, where))
+    prefixes = tuple((p["system"], p["prefix"]) for p in spec.get("code_prefixes", []))
+    return {"codes": codes, "prefixes": prefixes,
+            "words": tuple(w.lower() for w in spec.get("words", [])),
+            "observation": spec.get("observation")}
 
 
 def _section(labs: dict, name: str, sources: dict) -> dict:
@@ -241,24 +266,29 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
     files = {n: _read(directory, f"{n}.yaml") for n in
              ("sources", "drugs", "labs", "conditions", "rules", "pgx", "services")}
     sources = _need(files["sources"], "sources", dict, "sources.yaml")
-    drugs, drug_codes, drug_words = _drugs(files["drugs"], sources)
+    drugs, drug_codes, drug_words, drug_prefixes = _drugs(files["drugs"], sources)
     analytes, by_code, factors = _labs(files["labs"], sources)
-    itp = _need(files["conditions"], "itp", dict, "conditions.yaml")
-    _check_sources(_need(itp, "source", list, "conditions.yaml:itp"), sources, "conditions.yaml")
-    itp_codes = frozenset((c["system"], str(c["code"])) for c in _need(itp, "codes", list, "itp"))
+    conditions = {name: _condition(files["conditions"], name, sources) for name in
+                  ("itp", "pregnancy", "breastfeeding", "rheumatoid-arthritis")}
     pgx = PgxKnowledge.from_data(files["pgx"])
     labs = files["labs"]
     weight, liver, monitoring = (_section(labs, n, sources) for n in
                                  ("body_weight", "liver_enzymes", "monitoring"))
-    value_sets = {"blood-counts": sorted(by_code), "pgx": pgx.prefetch_codes(),
-                  "body-weight": weight["codes"], "liver": sorted(liver["analytes"])}
+    value_sets = {
+        "blood-counts": sorted(by_code), "pgx": pgx.prefetch_codes(),
+        "body-weight": weight["codes"], "liver": sorted(liver["analytes"]),
+        "pregnancy-status": [conditions[n]["observation"]["code"]
+                             for n in ("pregnancy", "breastfeeding")],
+        "alkylating": sorted(c for (_, c), d in drug_codes.items() if d == "alkylating-agent"),
+    }
     services = _services(files["services"], value_sets)
     return Knowledge(
         version="+".join(f"{n}@{d['version']}" for n, d in sorted(files.items())),
         sources=sources, drugs=drugs, drug_codes=drug_codes, drug_words=drug_words,
+        drug_prefixes=drug_prefixes,
         analytes=analytes, analyte_by_code=by_code, unit_factors=factors,
         lookback_days=int(_need(files["labs"], "lookback_days", int, "labs.yaml")),
         trend_fall=float(_need(files["labs"], "trend_fall_fraction", float, "labs.yaml")),
-        itp_codes=itp_codes, weight=weight, liver=liver, monitoring=monitoring,
+        conditions=conditions, weight=weight, liver=liver, monitoring=monitoring,
         rules=_rules(files["rules"], sources), pgx=pgx, services=services,
     )

@@ -74,6 +74,9 @@ def identify(concepts: list, knowledge: Knowledge) -> str | None:
         drug = knowledge.drug_codes.get((system, code))
         if drug:
             return drug
+        for prefix_system, prefix, name in knowledge.drug_prefixes:
+            if system == prefix_system and code.startswith(prefix):
+                return name
     text = " ".join(concept_texts(concepts)).lower()
     for word, drug in knowledge.drug_words:
         if re.search(rf"\b{re.escape(word)}\b", text):

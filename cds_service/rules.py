@@ -267,9 +267,60 @@ def hepatotoxicity(order: Order, facts: Facts, knowledge: Knowledge) -> list[Fin
     return [Finding("hepatotoxicity", order, params, evidence)]
 
 
+def interactions(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    """Label interactions: one card per interacting drug next to the thiopurine order."""
+    findings, seen = [], set()
+    for other in facts.orders:
+        spec = knowledge.drugs[other.drug].interaction if other.drug else None
+        if other is order or spec is None or other.drug in seen:
+            continue
+        seen.add(other.drug)
+        status = "ordered now" if other.draft else other.resource.get("status", "active")
+        params = {"drug": _drug(order, knowledge), "other": _drug(other, knowledge),
+                  "effect": spec["effect"]}
+        findings.append(Finding(spec["finding"], order, params, (f"{other.ref} ({status}).",)))
+    return findings
+
+
+def contraindications(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    """Hypersensitivity to azathioprine/mercaptopurine; rheumatoid arthritis after an
+    alkylating agent (azathioprine)."""
+    findings = []
+    drug = _drug(order, knowledge)
+    group = knowledge.drugs[order.drug].allergy_group
+    allergic = [(d, ref) for d, ref in facts.allergies
+                if group and knowledge.drugs[d].allergy_group == group]
+    if allergic:
+        allergen, ref = allergic[0]
+        findings.append(Finding("hypersensitivity", order, {
+            "drug": drug, "allergen": knowledge.drugs[allergen].display}, (f"{ref}.",)))
+    if order.drug == "azathioprine" and facts.rheumatoid_arthritis and facts.alkylating:
+        evidence = (f"Rheumatoid arthritis: {facts.rheumatoid_arthritis}.",
+                    f"Alkylating agent: {facts.alkylating}.")
+        findings.append(Finding("ra-alkylating", order,
+                                {"drug": drug, "agent": "an alkylating agent"}, evidence))
+    return findings
+
+
+def pregnancy(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
+    drug = _drug(order, knowledge)
+    findings = []
+    if facts.pregnant:
+        key = "pregnancy-ra" if facts.rheumatoid_arthritis else "pregnancy"
+        evidence = [f"Pregnancy: {facts.pregnant}."]
+        if facts.rheumatoid_arthritis:
+            evidence.append(f"Rheumatoid arthritis: {facts.rheumatoid_arthritis}.")
+        findings.append(Finding(key, order, {"drug": drug}, tuple(evidence)))
+    if facts.breastfeeding:
+        findings.append(Finding("breastfeeding", order, {"drug": drug},
+                                (f"Breastfeeding: {facts.breastfeeding}.",)))
+    return findings
+
+
 RULES = {"pgx": pgx, "untested": untested, "xanthine-oxidase": xanthine_oxidase,
          "cytopenia": cytopenia, "dose": dose, "monitoring": monitoring,
-         "hepatotoxicity": hepatotoxicity}
+         "hepatotoxicity": hepatotoxicity, "interactions": interactions,
+         "contraindications": contraindications, "pregnancy": pregnancy}
 
 
 def evaluate(facts: Facts, knowledge: Knowledge, names: tuple[str, ...]) -> list[Finding]:
