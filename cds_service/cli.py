@@ -1,4 +1,4 @@
-"""`azathioprine-cds serve | check FILE` (and the operators' tools)."""
+"""`azathioprine-cds serve | check FILE | report` (and the operators' tools)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,33 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from . import report
+    from .config import Settings
+    from .store import Store
+
+    path = args.db or Settings.from_env().db_path
+    if not Path(path).is_file():  # a mistyped path must not report on a new, empty store
+        print(f"no store at {path}", file=sys.stderr)
+        return 2
+    result = report.build(Store(path), args.since, args.until)
+    print(report.text(result))
+    if args.html:
+        Path(args.html).write_text(report.html(result), encoding="utf-8")
+        print(f"\nWrote {args.html}")
+    return 0
+
+
+def _date(value: str) -> str:
+    from .report import bound
+
+    try:
+        bound(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}") from None
+    return value
+
+
 def _service_for(hook: str | None) -> str:
     return {"order-select": "thiopurine-order-select", "order-sign": "thiopurine-order-sign",
             "medication-prescribe": "thiopurine-medication-prescribe"}.get(
@@ -99,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print the response as JSON")
     check.add_argument("--service", help="service id (default: from the request's hook)")
     check.set_defaults(run=_check)
+    report = commands.add_parser(
+        "report", help="cards shown, accepted and overridden per rule (alert fatigue)",
+        description="Per rule and finding, for the cards issued in a period: shown, suppressed"
+                    " as repeats, accepted, overridden (per reason) and the override rate.")
+    report.add_argument("--since", type=_date, metavar="DATE",
+                        help="first day (YYYY-MM-DD, UTC) or an ISO date-time")
+    report.add_argument("--until", type=_date, metavar="DATE",
+                        help="last day, included (YYYY-MM-DD, UTC), or an ISO date-time"
+                             " (excluded)")
+    report.add_argument("--db", metavar="PATH",
+                        help="the store (default: CDS_DB_PATH or azathioprine-cds.sqlite3)")
+    report.add_argument("--html", metavar="FILE",
+                        help="also write the report as one self-contained HTML page")
+    report.set_defaults(run=_report)
     args = parser.parse_args(argv)
     return args.run(args)
 

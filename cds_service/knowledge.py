@@ -153,6 +153,7 @@ def _dose_ranges(ranges: dict, where: str) -> dict[str, dict]:
         if not 0 < low < high:
             raise KnowledgeError(f"{where}.{name}: range must be [low, high] with 0 < low < high")
         _need(spec, "words", list, f"{where}.{name}")
+        _need(spec, "label", str, f"{where}.{name}")
     if ranges and "default" not in ranges:
         raise KnowledgeError(f"{where}: dose ranges need a 'default'")
     return ranges

@@ -97,6 +97,8 @@ def xanthine_oxidase(order: Order, facts: Facts, knowledge: Knowledge) -> list[F
             return []
         partners = [o for o in facts.orders if o is not order and _is(o, XO_INHIBITOR, knowledge)]
         return _xo_findings(order, order, partners, facts, knowledge)
+    if not _is(order, XO_INHIBITOR, knowledge):
+        return []
     findings = []
     for other in facts.orders:
         if (other is not order and not other.judged and _is(other, THIOPURINE, knowledge)
@@ -199,17 +201,13 @@ def dose(order: Order, facts: Facts, knowledge: Knowledge) -> list[Finding]:
     texts = " ".join([facts.condition_texts, *(t.lower() for t in concept_texts(
         order.resource.get("reasonCode")))])
     new_start = not any(not o.draft and o.drug == order.drug for o in facts.orders)
-    name, spec = "default", ranges["default"]
-    for candidate, candidate_spec in ranges.items():
-        if any(w in texts for w in candidate_spec["words"]) and (
-                new_start or not candidate_spec.get("new_start_only")):
-            name, spec = candidate, candidate_spec
-            break
+    spec = next((r for r in ranges.values() if any(w in texts for w in r["words"]) and (
+        new_start or not r.get("new_start_only"))), ranges["default"])
     low, high = spec["range"]
     if per_kg <= high:
         return []
     params = {"drug": _drug(order, knowledge), "dose_kg": f"{per_kg:.2f}", "low": f"{low:g}",
-              "high": f"{high:g}", "indication": name.replace("-", " "),
+              "high": f"{high:g}", "indication": spec["label"],
               "dose_day": f"{order.dose.mg_per_day:g}", "weight": f"{facts.weight.value:g}",
               "fraction": str(high / per_kg)}
     evidence = (f"Ordered {order.dose.mg_per_day:g} mg/day; body weight {facts.weight.value:g} kg"

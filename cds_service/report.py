@@ -1,0 +1,254 @@
+"""Alert fatigue, measured: the card log joined to the feedback by card uuid.
+
+For the cards issued in a period, per rule (the card's topic code) and per finding key: cards
+shown, cards suppressed as repeats (logged, never sent), accepted, overridden (with the count
+per override reason code), no feedback, and the override rate = overridden / shown. A card
+counts once, by the last feedback item received for it (a client may resend or revise). "No
+feedback" is kept apart rather than read as accepted or overridden: many EHRs send no feedback
+for a card that was merely read.
+
+`html()` writes the same figures as one self-contained page: inline CSS and SVG, no script,
+nothing fetched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from html import escape
+
+from .store import Store, timestamp
+
+NO_CODE = "(comment only)"
+COLOURS = {"accepted": "#2e7d32", "overridden": "#c62828", "no feedback": "#9e9e9e",
+           "suppressed": "#90caf9"}
+
+
+@dataclass
+class Tally:
+    shown: int = 0
+    suppressed: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def unanswered(self) -> int:
+        return self.shown - self.accepted - self.overridden
+
+    @property
+    def override_rate(self) -> float | None:
+        return self.overridden / self.shown if self.shown else None
+
+    def add(self, row: dict) -> None:
+        if not row["shown"]:
+            self.suppressed += 1  # never sent, so it can have no feedback
+            return
+        self.shown += 1
+        if row["outcome"] == "accepted":
+            self.accepted += 1
+        elif row["outcome"] == "overridden":
+            self.overridden += 1
+            self.reasons[row["override_code"] or NO_CODE] += 1
+
+
+@dataclass
+class Report:
+    period: str
+    rules: dict[str, Tally]                 # rule -> tally
+    findings: dict[tuple[str, str], Tally]  # (rule, finding key) -> tally
+    total: Tally
+    versions: list[str]                     # knowledge versions that issued these cards
+    unmatched: int                          # feedback naming a card the log does not hold
+
+
+def bound(value: str, end: bool = False) -> str:
+    """A --since/--until value as a store timestamp. A bare date is a whole day: --until
+    2026-11-30 includes the 30th. A date-time without a zone is UTC."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return timestamp(start + timedelta(days=1) if end else start)
+
+
+def build(store: Store, since: str | None = None, until: str | None = None) -> Report:
+    """since/until: as given on the command line (see `bound`), or None for no limit."""
+    low, high = (bound(since) if since else None), (bound(until, end=True) if until else None)
+    rows = store.card_outcomes(low, high)
+    rules: dict[str, Tally] = {}
+    findings: dict[tuple[str, str], Tally] = {}
+    total = Tally()
+    for row in rows:
+        for tally in (rules.setdefault(row["rule"], Tally()),
+                      findings.setdefault((row["rule"], row["finding"]), Tally()), total):
+            tally.add(row)
+    period = f"{since or 'the first card'} to {until or 'now'}"
+    return Report(period, dict(sorted(rules.items())), dict(sorted(findings.items())), total,
+                  sorted({r["knowledge_version"] for r in rows}),
+                  store.unmatched_feedback(low, high))
+
+
+def _rate(tally: Tally) -> str:
+    rate = tally.override_rate
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _reasons(tally: Tally) -> str:
+    return ", ".join(f"{code} {n}" for code, n in tally.reasons.most_common())
+
+
+# -- text ---------------------------------------------------------------------------------
+
+_COLUMNS = ("shown", "suppressed", "accepted", "overridden", "no feedback", "override rate")
+
+
+def _line(label: str, tally: Tally) -> str:
+    counts = (tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered)
+    cells = [f"{n:>{len(c)}}" for n, c in zip(counts, _COLUMNS[:5], strict=True)]
+    return f"{label:<40} " + "  ".join([*cells, f"{_rate(tally):>13}"])
+
+
+def text(report: Report) -> str:
+    lines = [f"Cards issued from {report.period} (UTC).",
+             f"Knowledge: {', '.join(report.versions) or '-'}",
+             "Override rate = overridden / shown; a card counts by its last feedback item.", "",
+             f"{'rule / finding':<40} " + "  ".join(_COLUMNS)]
+    for rule, tally in report.rules.items():
+        lines.append(_line(rule, tally))
+        for (owner, key), item in report.findings.items():
+            if owner == rule:
+                lines.append(_line(f"  {key}", item))
+                if item.reasons:
+                    lines.append(f"      overridden for: {_reasons(item)}")
+    lines += [_line("all rules", report.total), ""]
+    if not report.rules:
+        lines.append("No cards were issued in this period.")
+    if report.unmatched:
+        lines.append(f"Feedback naming no logged card (not counted above): {report.unmatched}")
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+_BAR, _GAP, _LABEL_W, _WIDTH = 22, 10, 300, 960
+
+
+def _svg(title: str, bars: list[tuple[str, list[tuple[str, float, str]]]], scale: float,
+         unit: str = "") -> str:
+    """A horizontal bar chart; each bar is a stack of (name, value, colour) segments."""
+    if not bars:
+        return f'<p class="empty">{escape(title)}: nothing in this period.</p>'
+    plot = _WIDTH - _LABEL_W - 90
+    height = len(bars) * (_BAR + _GAP) + _GAP
+    parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {_WIDTH} {height}" '
+             f'width="{_WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+             f"<title>{escape(title)}</title>"]
+    for row, (label, segments) in enumerate(bars):
+        y = _GAP + row * (_BAR + _GAP)
+        parts.append(f'<text x="{_LABEL_W - 8}" y="{y + _BAR * 0.7:.1f}" text-anchor="end">'
+                     f"{escape(label)}</text>")
+        x = float(_LABEL_W)
+        for name, value, colour in segments:
+            width = plot * value / scale if scale else 0
+            if width > 0:
+                parts.append(f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="{_BAR}" '
+                             f'fill="{colour}"><title>{escape(label)}: {escape(name)} '
+                             f"{value:g}{unit}</title></rect>")
+            x += width
+        total = sum(v for _, v, _ in segments)
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + _BAR * 0.7:.1f}">{total:g}{unit}</text>')
+    return "\n".join([*parts, "</svg>"])
+
+
+def _legend(names: list[str]) -> str:
+    items = "".join(f'<span><i style="background:{COLOURS[n]}"></i>{escape(n)}</span>'
+                    for n in names)
+    return f'<p class="legend">{items}</p>'
+
+
+def _outcome_chart(report: Report) -> str:
+    bars = [(rule, [("accepted", t.accepted, COLOURS["accepted"]),
+                    ("overridden", t.overridden, COLOURS["overridden"]),
+                    ("no feedback", t.unanswered, COLOURS["no feedback"]),
+                    ("suppressed", t.suppressed, COLOURS["suppressed"])])
+            for rule, t in report.rules.items()]
+    scale = max((t.shown + t.suppressed for t in report.rules.values()), default=0)
+    return _legend(list(COLOURS)) + _svg("Cards per rule, by outcome", bars, scale)
+
+
+def _rate_chart(report: Report) -> str:
+    bars = [(key, [("override rate", round(100 * t.override_rate, 1),
+                                  COLOURS["overridden"])])
+            for (_, key), t in report.findings.items() if t.override_rate is not None]
+    return _svg("Override rate per finding", bars, 100.0, "%")
+
+
+def _reason_chart(report: Report) -> str:
+    bars = [(code, [("overrides", n, COLOURS["overridden"])])
+            for code, n in report.total.reasons.most_common()]
+    return _svg("Override reasons, all rules", bars, max(report.total.reasons.values(),
+                                                         default=0))
+
+
+def _row(label: str, tally: Tally, css: str) -> str:
+    cells = [tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered,
+             _rate(tally)]
+    return (f'<tr class="{css}"><th scope="row">{escape(label)}</th>'
+            + "".join(f"<td>{escape(str(c))}</td>" for c in cells)
+            + f"<td>{escape(_reasons(tally))}</td></tr>")
+
+
+def _table(report: Report) -> str:
+    head = "".join(f'<th scope="col">{escape(c)}</th>'
+                   for c in ("rule / finding", *_COLUMNS, "override reasons"))
+    rows = []
+    for rule, tally in report.rules.items():
+        rows.append(_row(rule, tally, "rule"))
+        rows += [_row(key, item, "finding") for (owner, key), item in report.findings.items()
+                 if owner == rule]
+    rows.append(_row("all rules", report.total, "total"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#212121;margin:24px;
+max-width:1000px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.meta{color:#555;margin:0}.figures span{display:inline-block;margin:12px 24px 0 0}
+.figures b{display:block;font-size:24px}
+svg text{font-size:13px;fill:#212121}
+.legend span{margin-right:16px}.legend i{display:inline-block;width:12px;height:12px;
+margin-right:5px;vertical-align:-1px}
+table{border-collapse:collapse;width:100%;margin-top:8px}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
+th[scope=row],thead th:first-child,td:last-child{text-align:left}
+tr.rule th,tr.total th{font-weight:600}tr.finding th{font-weight:normal;padding-left:24px}
+tr.total{border-top:2px solid #212121}.empty{color:#555}
+"""
+
+
+def html(report: Report, generated: datetime | None = None) -> str:
+    generated = generated or datetime.now(UTC)
+    total = report.total
+    figures = "".join(f"<span><b>{escape(str(value))}</b>{escape(name)}</span>" for name, value in (
+        ("cards shown", total.shown), ("suppressed as repeats", total.suppressed),
+        ("overridden", total.overridden), ("override rate", _rate(total))))
+    notes = [] if not report.unmatched else [
+        f"<p>{report.unmatched} feedback item(s) name no logged card and are not counted.</p>"]
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<title>Thiopurine CDS: alert report</title>", f"<style>{_CSS}</style></head><body>",
+        "<h1>Thiopurine CDS: cards and their outcomes</h1>",
+        f'<p class="meta">Cards issued from {escape(report.period)} (UTC). Knowledge: '
+        f"{escape(', '.join(report.versions) or '-')}. Generated {timestamp(generated)}.</p>",
+        '<p class="meta">Override rate = overridden / shown; a card counts by its last feedback'
+        " item; suppressed cards were repeats of an order-select card and never sent.</p>",
+        f'<div class="figures">{figures}</div>',
+        "<h2>Cards per rule, by outcome</h2>", _outcome_chart(report),
+        "<h2>Override rate per finding</h2>", _rate_chart(report),
+        "<h2>Override reasons</h2>", _reason_chart(report),
+        "<h2>Figures</h2>", _table(report), *notes, "</body></html>", ""])
