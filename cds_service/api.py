@@ -81,9 +81,9 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
     body = _body()
-    hook_request = protocol.parse_request(body, service)
-    g.hook_instance, g.hook_request = hook_request.hook_instance, hook_request
     settings = current_app.config["SETTINGS"]
+    hook_request = protocol.parse_request(body, service, settings.max_array_items)
+    g.hook_instance, g.hook_request = hook_request.hook_instance, hook_request
     _check_fhir_server(hook_request.fhir_server, settings.fhir_allowlist)
     now = current_app.config["CLOCK"]()
     result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now)

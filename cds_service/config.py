@@ -29,6 +29,7 @@ class Settings:
     max_pages: int = 10
     max_fhir_bytes: int = 20_000_000
     max_body_bytes: int = 10_000_000
+    max_array_items: int = 20_000               # drafts, selections, entries of one Bundle
     strict_412: bool = False                    # 412 instead of a data-unavailable card
     log_level: str = "INFO"
     suppress_repeats: bool = True               # order-sign drops non-critical order-select repeats

@@ -67,9 +67,15 @@ def _access_token(body: dict) -> str | None:
     return token
 
 
-def _bundle_resources(bundle: object, field: str) -> tuple[dict, ...]:
+def _limit(items: object, field: str, limit: int) -> None:
+    if isinstance(items, list) and len(items) > limit:
+        raise CDSError(413, f"{field}: more than {limit} items", code="too-costly")
+
+
+def _bundle_resources(bundle: object, field: str, limit: int) -> tuple[dict, ...]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise _fail(field, "must be a FHIR Bundle")
+    _limit(bundle.get("entry"), f"{field}.entry", limit)
     resources = []
     for i, entry in enumerate(as_list(bundle.get("entry"))):
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -79,8 +85,9 @@ def _bundle_resources(bundle: object, field: str) -> tuple[dict, ...]:
     return tuple(resources)
 
 
-def _selections(context: dict) -> frozenset[str]:
+def _selections(context: dict, limit: int) -> frozenset[str]:
     value = context.get("selections", [])
+    _limit(value, "context.selections", limit)
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise _fail("context.selections", "must be an array of 'Type/id' strings")
     return frozenset(value)
@@ -99,7 +106,8 @@ def _fhir_version(hook: str, orders: tuple[dict, ...]) -> str:
     return R4
 
 
-def parse_request(body: object, service: Service) -> HookRequest:
+def parse_request(body: object, service: Service, limit: int) -> HookRequest:
+    """`limit`: the most items any array may hold (drafts, selections, a prefetch Bundle)."""
     if not isinstance(body, dict):
         raise CDSError(400, "the request body must be a JSON object")
     hook = _string(body, "hook")
@@ -114,16 +122,19 @@ def parse_request(body: object, service: Service) -> HookRequest:
     patient_id, user_id = _string(context, "patientId", "context."), _string(
         context, "userId", "context.")
     field = _ORDER_FIELD.get(hook)  # patient-view has no orders
-    orders = _bundle_resources(context[field], f"context.{field}") if field in context else ()
+    orders = (_bundle_resources(context[field], f"context.{field}", limit)
+              if field in context else ())
     prefetch = body.get("prefetch", {})
     if not isinstance(prefetch, dict) or not all(
             v is None or isinstance(v, dict) for v in prefetch.values()):
         raise _fail("prefetch", "must be an object whose values are FHIR resources or null")
+    for key, value in prefetch.items():
+        _limit((value or {}).get("entry"), f"prefetch.{key}.entry", limit)
     if "extension" in body and not isinstance(body["extension"], dict):
         raise _fail("extension", "must be an object")
     return HookRequest(
         service=service, hook_instance=hook_instance, fhir_server=fhir_server,
         access_token=token, patient_id=patient_id, user_id=user_id, orders=orders,
-        selections=_selections(context) if hook == "order-select" else None,
+        selections=_selections(context, limit) if hook == "order-select" else None,
         prefetch=prefetch, fhir_version=_fhir_version(hook, orders), hook=hook,
     )

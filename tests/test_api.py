@@ -143,3 +143,17 @@ def test_malformed_feedback_is_refused_and_nothing_stored(client, app, item):
 
 def test_feedback_for_unknown_service_is_404(client):
     assert client.post("/cds-services/nope/feedback", json=SANDBOX_FEEDBACK).status_code == 404
+
+
+def test_arrays_over_the_limit_are_413(make_app):
+    client = make_app(max_array_items=3).test_client()
+    entries = [{"resource": {"resourceType": "MedicationRequest", "id": str(i)}} for i in range(4)]
+    body = {"hook": "order-sign", "hookInstance": "x",
+            "context": {"patientId": "p", "userId": "u",
+                        "draftOrders": {"resourceType": "Bundle", "entry": entries}}}
+    response = client.post("/cds-services/thiopurine-order-sign", json=body)
+    assert response.status_code == 413
+    assert "draftOrders.entry" in response.get_json()["issue"][0]["diagnostics"]
+    body["context"]["draftOrders"]["entry"] = entries[:3]
+    body["prefetch"] = {"bloodCounts": {"resourceType": "Bundle", "entry": [{}] * 4}}
+    assert client.post("/cds-services/thiopurine-order-sign", json=body).status_code == 413
