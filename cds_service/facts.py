@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .fhir_read import as_list, codings, concept_texts, reference, validate
+from .fhir_read import as_list, codings, concept_texts, reference, status, validate
 from .knowledge import Knowledge
 from .labs import (
     COUNTED_STATUSES,
@@ -87,7 +87,7 @@ def _active_orders(data: KeyData, medications: dict[str, dict], knowledge: Knowl
     """Active and on-hold orders; on patient-view the thiopurines among them are judged."""
     for resource in data.resources:
         if resource.get("resourceType") not in ("MedicationRequest", "MedicationOrder") or (
-                resource.get("status") not in ACTIVE_STATUSES):
+                status(resource) not in ACTIVE_STATUSES):
             continue
         order = make_order(resource, False, False, medications, knowledge)
         if judge and order.drug and knowledge.drugs[order.drug].drug_class == "thiopurine":
@@ -105,7 +105,7 @@ def _pgx(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
     usable = []
     for observation in data.resources:
         if observation.get("resourceType") != "Observation" or (
-                observation.get("status") not in COUNTED_STATUSES):
+                status(observation) not in COUNTED_STATUSES):
             continue
         if not knowledge.pgx.is_relevant(observation):
             continue
@@ -177,7 +177,7 @@ def _status_observations(data: KeyData, knowledge: Knowledge, facts: Facts) -> N
     for name in ("pregnancy", "breastfeeding"):
         spec = knowledge.conditions[name]["observation"]
         dated = [(when, o) for o in data.resources
-                 if o.get("resourceType") == "Observation" and o.get("status") in COUNTED_STATUSES
+                 if o.get("resourceType") == "Observation" and status(o) in COUNTED_STATUSES
                  and spec["code"] in _codes(o.get("code")) and (when := effective_time(o))]
         if not dated:
             continue

@@ -34,7 +34,9 @@ def _check_override(index: int, reason: object) -> None:
     if coding is None and comment is None:
         raise _fail(index, "overrideReason needs a reason or a userComment")
     # The sandbox sends {code, system} without display: accepted.
-    if coding is not None and not (isinstance(coding, dict) and _nonempty(coding.get("code"))):
+    if coding is not None and not (isinstance(coding, dict) and _nonempty(coding.get("code"))
+                                   and all(isinstance(coding.get(k, ""), str)
+                                           for k in ("system", "display"))):
         raise _fail(index, "overrideReason.reason must be a Coding with a code")
     if comment is not None and not _nonempty(comment):
         raise _fail(index, "overrideReason.userComment must be a non-empty string")

@@ -68,6 +68,12 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def status(resource: dict) -> str:
+    """The status code as a string ("" when absent or malformed), safe for set membership."""
+    value = resource.get("status")
+    return value if isinstance(value, str) else ""
+
+
 def reference(resource: dict) -> str:
     """`Type/id` of a resource, for evidence lines and suggestions."""
     rid = resource.get("id")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .fhir_read import as_list, codings, parse_time, reference, validate
+from .fhir_read import as_list, codings, parse_time, reference, status, validate
 from .knowledge import Analyte, Knowledge
 
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
@@ -103,7 +103,7 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
     candidates = []
     for observation in observations:
         analyte = _analyte(observation, knowledge)
-        if analyte is None or observation.get("status") not in COUNTED_STATUSES:
+        if analyte is None or status(observation) not in COUNTED_STATUSES:
             continue
         when = effective_time(observation)
         if when is None:
@@ -147,7 +147,7 @@ def _latest_valid(observations: tuple[dict, ...], codes: dict[str, str], since: 
         name = next((codes[c] for s, c in codings(observation.get("code"))
                      if s in ("http://loinc.org", "") and c in codes), None)
         when = effective_time(observation)
-        if name and observation.get("status") in COUNTED_STATUSES and when and (
+        if name and status(observation) in COUNTED_STATUSES and when and (
                 since <= when <= now + timedelta(days=1)):
             dated.append((when, name, observation))
     for when, name, observation in sorted(dated, key=lambda d: d[0], reverse=True):

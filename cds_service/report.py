@@ -137,17 +137,19 @@ def text(report: Report) -> str:
 _BAR, _GAP, _LABEL_W, _WIDTH = 22, 10, 300, 960
 
 
-def _svg(title: str, bars: list[tuple[str, list[tuple[str, float, str]]]], scale: float,
-         unit: str = "") -> str:
-    """A horizontal bar chart; each bar is a stack of (name, value, colour) segments."""
+Segment = tuple[str, float, str]  # name, value, colour
+
+
+def _svg(title: str, bars: list[tuple[str, list[Segment], str]], scale: float) -> str:
+    """A horizontal bar chart: each bar a label, a stack of segments and an end note."""
     if not bars:
         return f'<p class="empty">{escape(title)}: nothing in this period.</p>'
-    plot = _WIDTH - _LABEL_W - 90
+    plot = _WIDTH - _LABEL_W - 200  # room for the end note
     height = len(bars) * (_BAR + _GAP) + _GAP
     parts = [f'<svg role="img" aria-label="{escape(title)}" viewBox="0 0 {_WIDTH} {height}" '
              f'width="{_WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
              f"<title>{escape(title)}</title>"]
-    for row, (label, segments) in enumerate(bars):
+    for row, (label, segments, note) in enumerate(bars):
         y = _GAP + row * (_BAR + _GAP)
         parts.append(f'<text x="{_LABEL_W - 8}" y="{y + _BAR * 0.7:.1f}" text-anchor="end">'
                      f"{escape(label)}</text>")
@@ -157,10 +159,9 @@ def _svg(title: str, bars: list[tuple[str, list[tuple[str, float, str]]]], scale
             if width > 0:
                 parts.append(f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="{_BAR}" '
                              f'fill="{colour}"><title>{escape(label)}: {escape(name)} '
-                             f"{value:g}{unit}</title></rect>")
+                             f"{value:g}</title></rect>")
             x += width
-        total = sum(v for _, v, _ in segments)
-        parts.append(f'<text x="{x + 6:.1f}" y="{y + _BAR * 0.7:.1f}">{total:g}{unit}</text>')
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + _BAR * 0.7:.1f}">{escape(note)}</text>')
     return "\n".join([*parts, "</svg>"])
 
 
@@ -174,21 +175,22 @@ def _outcome_chart(report: Report) -> str:
     bars = [(rule, [("accepted", t.accepted, COLOURS["accepted"]),
                     ("overridden", t.overridden, COLOURS["overridden"]),
                     ("no feedback", t.unanswered, COLOURS["no feedback"]),
-                    ("suppressed", t.suppressed, COLOURS["suppressed"])])
+                    ("suppressed", t.suppressed, COLOURS["suppressed"])],
+             f"{t.shown} shown" + (f", {t.suppressed} suppressed" if t.suppressed else ""))
             for rule, t in report.rules.items()]
     scale = max((t.shown + t.suppressed for t in report.rules.values()), default=0)
     return _legend(list(COLOURS)) + _svg("Cards per rule, by outcome", bars, scale)
 
 
 def _rate_chart(report: Report) -> str:
-    bars = [(key, [("override rate", round(100 * t.override_rate, 1),
-                                  COLOURS["overridden"])])
+    bars = [(key, [("override rate %", round(100 * t.override_rate, 1), COLOURS["overridden"])],
+             f"{_rate(t)} of {t.shown}")
             for (_, key), t in report.findings.items() if t.override_rate is not None]
-    return _svg("Override rate per finding", bars, 100.0, "%")
+    return _svg("Override rate per finding", bars, 100.0)
 
 
 def _reason_chart(report: Report) -> str:
-    bars = [(code, [("overrides", n, COLOURS["overridden"])])
+    bars = [(code, [("overrides", n, COLOURS["overridden"])], str(n))
             for code, n in report.total.reasons.most_common()]
     return _svg("Override reasons, all rules", bars, max(report.total.reasons.values(),
                                                          default=0))
@@ -225,7 +227,8 @@ svg text{font-size:13px;fill:#212121}
 margin-right:5px;vertical-align:-1px}
 table{border-collapse:collapse;width:100%;margin-top:8px}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
-th[scope=row],thead th:first-child,td:last-child{text-align:left}
+th[scope=row],thead th:first-child,thead th:last-child,td:last-child{text-align:left}
+th[scope=row]{white-space:nowrap}
 tr.rule th,tr.total th{font-weight:600}tr.finding th{font-weight:normal;padding-left:24px}
 tr.total{border-top:2px solid #212121}.empty{color:#555}
 """

@@ -1,0 +1,196 @@
+"""The card log and `azathioprine-cds report`: a store filled through the HTTP API with fixture
+requests and feedback posts, then reported on as text and as a self-contained HTML page."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sqlite3
+import uuid
+
+import pytest
+
+from cds_service import cli, report
+from cds_service.report import NO_CODE
+
+from .conftest import load_request
+
+SELECT = "/cds-services/thiopurine-order-select"
+SIGN = "/cds-services/thiopurine-order-sign"
+PATIENT, USER = "pt-thio-01", "COREPRACTITIONER1"  # the fixtures' patient and user ids
+
+
+def _post(client, body: dict, path: str = SELECT) -> list[dict]:
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["cards"]
+
+
+def _card(cards: list[dict], topic: str) -> dict:
+    return next(c for c in cards if c["source"]["topic"]["code"] == topic)
+
+
+def _again(name: str) -> dict:
+    """The fixture as a new request (a new hook instance): a second card for the same case."""
+    body = load_request(name)
+    body["hookInstance"] = str(uuid.uuid4())
+    return body
+
+
+def _feedback(client, card: dict, outcome: str, code: str | None = None,
+              comment: str | None = None, service: str = "thiopurine-order-select") -> None:
+    item = {"card": card["uuid"], "outcome": outcome,
+            "outcomeTimestamp": "2026-11-23T12:05:00Z"}
+    if outcome == "accepted":
+        item["acceptedSuggestions"] = [{"id": s["uuid"]} for s in card.get("suggestions", [])
+                                       ] or [{"id": "suggestion-1"}]
+    if outcome == "overridden":
+        reason = {"reason": {"code": code, "system": "urn:azathioprine-cds:override"}} \
+            if code else {}
+        item["overrideReason"] = {**reason, **({"userComment": comment} if comment else {})}
+    response = client.post(f"/cds-services/{service}/feedback", json={"feedback": [item]})
+    assert response.status_code == 200, response.get_json()
+
+
+@pytest.fixture
+def filled(app, client):
+    """Cards for four rule families, feedback on most, one repeat suppressed at order-sign."""
+    issued = []
+    intermediate = _post(client, load_request("pgx-tpmt-im-la-code-79713-4-warning"))
+    poor = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
+    poor_again = _post(client, _again("pgx-tpmt-pm-la-code-critical"))
+    xo = _post(client, load_request("xo-active-allopurinol-azathioprine-warning"))
+    cytopenia_body = load_request("cytopenia-platelets-149-warning")
+    cytopenia = _post(client, cytopenia_body)
+    signed = copy.deepcopy(cytopenia_body)
+    signed.update(hook="order-sign", hookInstance=cytopenia_body["hookInstance"] + "-sign")
+    signed["context"].pop("selections")
+    issued += [*intermediate, *poor, *poor_again, *xo, *cytopenia]
+    assert _post(client, signed, SIGN) == []  # the repeat: logged, not shown
+
+    _feedback(client, _card(intermediate, "thiopurine-pgx"), "overridden", "dose-already-reduced")
+    _feedback(client, _card(poor, "thiopurine-pgx"), "overridden", "alternative-not-suitable")
+    _feedback(client, _card(poor_again, "thiopurine-pgx"), "accepted")
+    _feedback(client, _card(xo, "xanthine-oxidase-interaction"), "overridden",
+              comment="Rheumatology aware")
+    # Revised feedback: the last item received counts.
+    _feedback(client, _card(cytopenia, "cytopenia"), "overridden", "counts-recent")
+    _feedback(client, _card(cytopenia, "cytopenia"), "accepted")
+    _feedback(client, {"uuid": str(uuid.uuid4())}, "overridden", "data-checked-manually")
+    return app.config["SETTINGS"].db_path, issued
+
+
+def test_the_report_counts_per_rule_and_finding(filled, app):
+    _, issued = filled
+    result = report.build(app.config["STORE"])
+    pgx, cytopenia = result.rules["thiopurine-pgx"], result.rules["cytopenia"]
+    assert (pgx.shown, pgx.accepted, pgx.overridden, pgx.suppressed) == (3, 1, 2, 0)
+    assert pgx.override_rate == pytest.approx(2 / 3)
+    assert pgx.reasons == {"dose-already-reduced": 1, "alternative-not-suitable": 1}
+    poor = result.findings[("thiopurine-pgx", "pgx-poor")]
+    assert (poor.shown, poor.accepted, poor.overridden, poor.override_rate) == (2, 1, 1, 0.5)
+    intermediate = result.findings[("thiopurine-pgx", "pgx-intermediate")]
+    assert (intermediate.shown, intermediate.overridden, intermediate.override_rate) == (1, 1, 1)
+    xo = result.rules["xanthine-oxidase-interaction"]
+    assert (xo.overridden, xo.reasons) == (1, {NO_CODE: 1})
+    assert (cytopenia.shown, cytopenia.suppressed, cytopenia.accepted, cytopenia.overridden) \
+        == (1, 1, 1, 0)
+    assert result.total.shown == len(issued)
+    assert result.total.unanswered == len(issued) - 5
+    assert result.unmatched == 1
+
+
+def test_the_cli_prints_the_report_and_writes_the_page(filled, tmp_path, capsys):
+    db, _ = filled
+    page = tmp_path / "report.html"
+    assert cli.main(["report", "--db", db, "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    pgx_line = next(line for line in out.splitlines() if line.startswith("thiopurine-pgx "))
+    assert pgx_line.split()[1:] == ["3", "0", "1", "2", "0", "66.7%"]
+    assert "overridden for: dose-already-reduced 1" in out
+    assert "Feedback naming no logged card (not counted above): 1" in out
+    html = page.read_text(encoding="utf-8")
+    for code in ("thiopurine-pgx", "cytopenia", "xanthine-oxidase-interaction", "pgx-poor",
+                 "alternative-not-suitable", "66.7%"):
+        assert code in html
+    assert html.count("<svg") == 3
+    # Self-contained: nothing to fetch, nothing to run.
+    assert not re.search(r"<script|<link|<img|src=|href=|url\(|@import", html)
+
+
+@pytest.mark.parametrize("since, until, everything", [
+    ("2026-11-23", "2026-11-23", True),   # --until is a whole day, included
+    ("2026-11-24", None, False),
+    (None, "2026-11-22", False),
+    ("2026-11-23T11:59:00Z", "2026-11-23T12:00:00Z", False),  # a date-time --until: excluded
+    ("2026-11-23T12:00:00", None, True),  # no zone: UTC
+])
+def test_the_period_filters_on_the_time_the_card_was_issued(filled, app, since, until,
+                                                            everything):
+    _, issued = filled
+    result = report.build(app.config["STORE"], since, until)
+    logged = len(issued) + 1  # and the one suppressed
+    assert result.total.shown + result.total.suppressed == (logged if everything else 0)
+
+
+def test_the_cli_refuses_a_store_that_does_not_exist(tmp_path, capsys):
+    assert cli.main(["report", "--db", str(tmp_path / "nothing.sqlite3")]) == 2
+    assert "no store" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["report", "--since", "last tuesday"])
+
+
+def test_an_empty_store_reports_nothing_and_still_renders(app, tmp_path):
+    result = report.build(app.config["STORE"])
+    assert "No cards were issued" in report.text(result)
+    assert "nothing in this period" in report.html(result)
+
+
+def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client):
+    body = load_request("pgx-tpmt-pm-la-code-critical")
+    cards = _post(client, body) + _post(client, _again("pgx-tpmt-pm-la-code-critical"))
+    rows = app.config["STORE"].cards()
+    assert [r["card"] for r in rows] == [c["uuid"] for c in cards]
+    first = rows[0]
+    assert first["service"] == "thiopurine-order-select" and first["hook"] == "order-select"
+    assert first["hook_instance"] == body["hookInstance"]
+    assert first["rule"] == "thiopurine-pgx" and first["finding"] == "pgx-poor"
+    assert first["indicator"] == "critical" and first["shown"] == 1
+    assert first["knowledge_version"] == app.config["KNOWLEDGE"].version
+    assert re.fullmatch(r"[0-9a-f]{64}", first["patient_hash"])
+    assert len({r["patient_hash"] for r in rows}) == 1  # stable: one patient, one pseudonym
+    assert first["patient_hash"] != first["user_hash"]
+    dump = repr(rows)
+    assert PATIENT not in dump and USER not in dump
+    with sqlite3.connect(app.config["SETTINGS"].db_path) as connection:
+        (key,) = connection.execute("SELECT value FROM secrets").fetchone()
+    assert len(key) == 32
+
+
+def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog):
+    def broken(*_):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app.config["STORE"], "add_cards", broken)
+    cards = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
+    assert [c["indicator"] for c in cards if c["source"]["topic"]["code"] == "thiopurine-pgx"
+            ] == ["critical"]
+    assert "card-log-failed" in caplog.text
+
+
+def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch):
+    from cds_service import engine
+
+    def broken(*_):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "evaluate", broken)
+    cards = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
+    assert [(r["card"], r["rule"]) for r in app.config["STORE"].cards()] == [
+        (cards[0]["uuid"], "data-unavailable")]
+
+
+def test_bounds():
+    assert report.bound("2026-11-23") == "2026-11-23T00:00:00.000Z"
+    assert report.bound("2026-11-23", end=True) == "2026-11-24T00:00:00.000Z"
+    assert report.bound("2026-11-23T13:00:00+01:00") == "2026-11-23T12:00:00.000Z"
