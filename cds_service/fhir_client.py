@@ -59,9 +59,12 @@ class FhirClient:
 
     def get_all(self, relative: str) -> tuple[list[dict], str | None]:
         """Resources of a read or search (following `next`), and why it is incomplete, if so."""
+        if "?" not in relative:  # a read: one resource
+            return [self._get(self.url_for(relative))], None
         return self.follow(self.url_for(relative), [])
 
     def follow(self, url: str | None, resources: list[dict]) -> tuple[list[dict], str | None]:
+        """Search pages from `url` on, appended to `resources`."""
         seen: set[str] = set()
         pages = 0
         while url:
@@ -73,8 +76,8 @@ class FhirClient:
             pages += 1
             document = self._get(url)
             if document.get("resourceType") != "Bundle":
-                return [document], None
-            resources.extend(_entries(document))
+                raise FetchError("the FHIR server answered a search without a Bundle")
+            resources.extend(entries(document))
             url = next_link(document)
         return resources, None
 
@@ -113,8 +116,10 @@ class FhirClient:
             raise FetchError(f"the FHIR server refused access (HTTP {response.status_code})")
         if response.status_code != 200:
             raise FetchError(f"the FHIR server answered HTTP {response.status_code}")
+        # read1 returns whatever has arrived, so a server that trickles its body is cut off at
+        # the deadline (leaving the `with` closes the connection) instead of holding a thread.
         limit, chunks, size = self.settings.max_fhir_bytes, [], 0
-        for chunk in response.iter_content(65536):
+        while chunk := response.raw.read1(65536):
             size += len(chunk)
             if size > limit:
                 raise FetchError(f"the FHIR response exceeded {limit} bytes")
@@ -124,16 +129,20 @@ class FhirClient:
         return b"".join(chunks)
 
 
-def _entries(bundle: dict) -> list[dict]:
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return []
-    return [e["resource"] for e in entries
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+def entries(bundle: dict) -> list[dict]:
+    """The resources of a Bundle; a malformed Bundle is an error, never 'no data'."""
+    items = bundle.get("entry", [])
+    if not isinstance(items, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in items):
+        raise FetchError("the Bundle's entries are malformed")
+    return [e["resource"] for e in items if "resource" in e]
 
 
 def next_link(bundle: dict) -> str | None:
-    for link in bundle.get("link") or []:
+    links = bundle.get("link", [])
+    if not isinstance(links, list):
+        raise FetchError("the Bundle's links are malformed")
+    for link in links:
         if isinstance(link, dict) and link.get("relation") == "next":
             url = link.get("url")
             return url if isinstance(url, str) else None

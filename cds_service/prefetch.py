@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from .config import Settings
-from .fhir_client import FetchError, FhirClient, executor, next_link
+from .fhir_client import FetchError, FhirClient, entries, executor, next_link
 from .fhir_read import as_list
 from .protocol import HookRequest
 
@@ -42,16 +42,31 @@ def _fill(template: str, tokens: dict[str, str]) -> str | None:
     return None if "{{" in template else template
 
 
+def _failed_outcome(resources: tuple[dict, ...] | list[dict]) -> bool:
+    """An OperationOutcome among the results that reports an error (servers also add
+    informational outcomes, e.g. an ignored parameter, beside complete results)."""
+    return any(r.get("resourceType") == "OperationOutcome" and any(
+        isinstance(i, dict) and i.get("severity") in ("error", "fatal")
+        for i in as_list(r.get("issue"))) for r in resources)
+
+
+def _results(resources: tuple[dict, ...] | list[dict]) -> tuple[dict, ...]:
+    return tuple(r for r in resources if r.get("resourceType") != "OperationOutcome")
+
+
 def _from_prefetch(value: dict) -> KeyData:
     if value.get("resourceType") == "OperationOutcome":
         return KeyData(FAILED, (), "the EHR reported an error retrieving it")
     if value.get("resourceType") != "Bundle":
         return KeyData(OK, (value,))
-    resources = tuple(
-        e["resource"] for e in as_list(value.get("entry"))
-        if isinstance(e, dict) and isinstance(e.get("resource"), dict))
-    if any(r.get("resourceType") == "OperationOutcome" for r in resources):
+    try:
+        resources = tuple(entries(value))
+        next_link(value)
+    except FetchError as error:
+        return KeyData(FAILED, (), f"the EHR's prefetch is unreadable: {error}")
+    if _failed_outcome(resources):
         return KeyData(FAILED, (), "the EHR reported an error retrieving it")
+    resources = _results(resources)
     return KeyData(OK if resources else NONE, resources)
 
 
@@ -60,11 +75,11 @@ def _fetch(client: FhirClient, query: str) -> KeyData:
         resources, incomplete = client.get_all(query)
     except FetchError as error:
         return KeyData(FAILED, (), str(error))
-    if any(r.get("resourceType") == "OperationOutcome" for r in resources):
+    if _failed_outcome(resources):
         return KeyData(FAILED, (), "the FHIR server reported an error in its results")
     if incomplete:
-        return KeyData(FAILED, tuple(resources), incomplete)
-    return KeyData(OK if resources else NONE, tuple(resources))
+        return KeyData(FAILED, _results(resources), incomplete)
+    return KeyData(OK if resources else NONE, _results(resources))
 
 
 def _next_pages(client: FhirClient, value: dict, first: KeyData) -> KeyData:
