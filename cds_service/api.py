@@ -50,8 +50,8 @@ def _service(service_id: str):
 def _authenticate() -> None:
     g.started = time.perf_counter()
     authenticator = current_app.config["AUTHENTICATOR"]
-    if request.method == "OPTIONS" or not authenticator.required:
-        return
+    if request.method == "OPTIONS" or not authenticator.required or request.path == "/openapi.json":
+        return  # preflights and the public API description carry no patient data
     base = current_app.config["SETTINGS"].public_base_url
     audience = f"{base.rstrip('/')}{request.path}" if base else request.base_url
     from .auth import AuthError  # imported here so a broken key config fails at start-up only
@@ -186,7 +186,11 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
-        return _error(error.code or 400, error.description or error.name, "processing")
+        response = _error(error.code or 400, error.description or error.name, "processing")
+        allow = dict(error.get_headers()).get("Allow")
+        if allow:  # 405 must say what is allowed (RFC 9110)
+            response.headers["Allow"] = allow
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

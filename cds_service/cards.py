@@ -51,11 +51,21 @@ def _new_dose(dose: Dose, fraction: float, step_mg: float) -> tuple[float, str] 
     return (mg, f"{mg:g} mg") if mg < dose.value else None
 
 
+def prune(value: object) -> object:
+    """Drop null and empty values (CDS Hooks 2.0 JSON rules) from data copied from a client."""
+    if isinstance(value, dict):
+        items = ((k, prune(v)) for k, v in value.items())
+        return {k: v for k, v in items if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in map(prune, value) if v not in (None, "", [], {})]
+    return value
+
+
 def _with_dose(resource: dict, value: float) -> dict:
     updated = copy.deepcopy(resource)
     quantity = dose_quantity(updated["dosageInstruction"][0])
     quantity["value"] = value
-    return updated
+    return prune(updated)
 
 
 def _reduce(suggestion: dict, finding: Finding, knowledge: Knowledge) -> dict | None:

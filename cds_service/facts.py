@@ -101,13 +101,22 @@ def _active_orders(data: KeyData, medications: dict[str, dict], knowledge: Knowl
             facts.orders.append(replace(order, resource=resource))
 
 
+def _relevant(knowledge: Knowledge, observation: dict) -> bool:
+    """The cheap code check runs before validation; a shape it cannot read is validated (and
+    reported) rather than dropped, so a malformed PGx result is never silently ignored."""
+    try:
+        return knowledge.pgx.is_relevant(observation)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        return True
+
+
 def _pgx(data: KeyData, knowledge: Knowledge, facts: Facts) -> None:
     usable = []
     for observation in data.resources:
         if observation.get("resourceType") != "Observation" or (
                 status(observation) not in COUNTED_STATUSES):
             continue
-        if not knowledge.pgx.is_relevant(observation):
+        if not _relevant(knowledge, observation):
             continue
         observation, error = validate(observation, facts.version)
         if error:

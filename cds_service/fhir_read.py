@@ -103,10 +103,12 @@ def validate(resource: dict, version: str) -> tuple[dict, str | None]:
     """Validate one resource; returns (resource as read, error or None).
 
     A top-level array sent as a single object is wrapped and validated again, so the
-    sandbox's `category: {...}` does not cost the whole order. DSTU2 has no models in
-    fhir.resources: only the basic shape is checked.
+    sandbox's `category: {...}` does not cost the whole order. fhir.resources has no DSTU2
+    models: DSTU2 resources are checked against the STU3 model of the same type, whose shape
+    is close for the elements read here; a DSTU2-only type (MedicationOrder) is read leniently.
     """
-    cls = model_class(version, str(resource.get("resourceType", "")))
+    resource_type = str(resource.get("resourceType", ""))
+    cls = model_class(STU3 if version == DSTU2 else version, resource_type)
     if cls is None:
         return resource, None if version == DSTU2 else f"unsupported type for {version}"
     try:

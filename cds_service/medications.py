@@ -107,14 +107,16 @@ def dose_quantity(dosage: dict) -> dict | None:
 
 
 def _per_day(dosage: dict) -> float:
-    repeat = ((dosage.get("timing") or {}).get("repeat") or {}) if isinstance(
-        dosage.get("timing"), dict) else {}
-    frequency = repeat.get("frequency", 1)
-    period = repeat.get("period", 1)
+    """Administrations per day from timing.repeat (drafts are read before validation)."""
+    timing = dosage.get("timing")
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    if not isinstance(repeat, dict):
+        return 1.0
+    frequency, period = repeat.get("frequency", 1), repeat.get("period", 1)
     unit = repeat.get("periodUnit") or repeat.get("periodUnits") or "d"  # DSTU2: periodUnits
     if not all(isinstance(v, int | float) and v > 0 for v in (frequency, period)):
         return 1.0
-    return frequency / period * _UNITS_PER_DAY.get(unit, 1.0)
+    return frequency / period * (_UNITS_PER_DAY.get(unit, 1.0) if isinstance(unit, str) else 1.0)
 
 
 def read_dose(request: dict, concepts: list, drug: str | None,

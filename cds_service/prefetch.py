@@ -113,7 +113,7 @@ def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[s
         if key in request.prefetch:
             value = request.prefetch[key]
             results[key] = KeyData(NONE, ()) if value is None else _from_prefetch(value)
-            if value is not None and client and next_link(value) and results[key].status != FAILED:
+            if value is not None and client and results[key].status != FAILED and next_link(value):
                 jobs[key] = executor().submit(_next_pages, client, value, results[key])
             continue
         query = _fill(template, tokens)

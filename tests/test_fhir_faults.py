@@ -1,0 +1,371 @@
+"""The fetch path against a real local FHIR server (tests/fhir_server.py), healthy and faulty.
+
+Each test removes a fixture's prefetch, lets the server answer the service's queries with it (or
+with a fault), POSTs through the Flask test client under a small time budget, and checks that
+the answer comes in time with the right cards, and that the access token goes to fhirServer
+as Bearer and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+import yaml
+
+from cds_service.fhir_client import FhirClient, executor
+
+from .conftest import FIXTURES, load_request
+from .fhir_server import (
+    FHIR_JSON,
+    FhirServer,
+    Reply,
+    outcome,
+    query_key,
+    resource,
+    searchset,
+    trickle,
+)
+
+EXPECTATIONS = yaml.safe_load((FIXTURES / "expectations.yaml").read_text())
+BASELINE = "baseline-order-select-azathioprine-none"
+BUDGET_MS = 400
+MARGIN_S = 0.35          # test-client and evaluation overhead on top of the budget
+TOKEN = "token-for-the-fhir-server-only"
+UNAVAILABLE = Counter({("data-unavailable", "warning"): 1})
+
+
+@pytest.fixture
+def fhir():
+    server = FhirServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def elsewhere():
+    """Another host (another port): the token must never reach it, nor any request."""
+    server = FhirServer().start()
+    yield server
+    server.stop()
+
+
+def _queries(app, name: str, body: dict) -> dict[str, str]:
+    service = app.config["KNOWLEDGE"].services[EXPECTATIONS[name]["service"]]
+    client = FhirClient(body["fhirServer"], None, app.config["SETTINGS"], 0)
+    patient = body["context"]["patientId"]
+    return {key: client.url_for(template.replace("{{context.patientId}}", patient))
+            for key, template in service.prefetch.items()}
+
+
+def _without_prefetch(app, name: str, fhir: FhirServer) -> tuple[dict, dict[str, str]]:
+    """The fixture's request minus its prefetch, which the server now serves instead."""
+    body = load_request(name)
+    prefetch = _server_data(name)
+    body.pop("prefetch", None)
+    body["fhirServer"] = fhir.base
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer",
+                                 "expires_in": 300, "scope": "patient/*.read", "subject": "cds"}
+    queries = _queries(app, name, body)
+    for key, url in queries.items():  # a key the fixture predates: the server has no data
+        fhir.serve(url, resource(prefetch.get(key) or searchset([])))
+    return body, queries
+
+
+def _post(client, name: str, body: dict):
+    started = time.monotonic()
+    response = client.post(f"/cds-services/{EXPECTATIONS[name]['service']}", json=body)
+    return response, time.monotonic() - started
+
+
+def _cards(response) -> Counter:
+    assert response.status_code == 200, response.get_json()
+    return Counter((c["source"]["topic"]["code"], c["indicator"])
+                   for c in response.get_json()["cards"])
+
+
+def _evidence(response, key: str) -> str:
+    """The data-unavailable card's evidence line for one prefetch key."""
+    cards = [c for c in response.get_json()["cards"]
+             if c["source"]["topic"]["code"] == "data-unavailable"]
+    lines = [line for c in cards for line in c["detail"].splitlines() if f"{key}: " in line]
+    assert lines, [c["detail"] for c in cards]
+    return lines[0]
+
+
+def _token_stayed_home(fhir: FhirServer, elsewhere: FhirServer | None = None) -> None:
+    assert fhir.requests, "the FHIR server was never asked"
+    assert {seen.authorization for seen in fhir.requests} == {f"Bearer {TOKEN}"}
+    if elsewhere is not None:
+        assert elsewhere.requests == []
+
+
+def _server_data(name: str) -> dict[str, dict]:
+    """The fixture's prefetch plus what its `fetch: true` mock server holds."""
+    data = dict(load_request(name).get("prefetch") or {})
+    for path in (FIXTURES / "fhir-server" / name).glob("*.json"):
+        data[path.stem] = json.loads(path.read_text())
+    return data
+
+
+def _servable(name: str) -> bool:
+    """Fixtures whose whole prefetch a server can give back (no null, no OperationOutcome)."""
+    prefetch = _server_data(name)
+    return EXPECTATIONS[name].get("fetch") != "unreachable" and bool(prefetch) and all(
+        isinstance(value, dict) and "OperationOutcome" not in {
+            value.get("resourceType"),
+            *(e.get("resource", {}).get("resourceType") for e in value.get("entry", []))}
+        for value in prefetch.values())
+
+
+SERVABLE = [n for n in sorted(EXPECTATIONS) if _servable(n)]
+
+
+@pytest.mark.parametrize("name", SERVABLE)
+def test_a_healthy_server_gives_the_fixture_cards(name, make_app, fhir):
+    """Every fixture, fetched instead of prefetched: the same cards, in time, token as Bearer."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, queries = _without_prefetch(app, name, fhir)
+    response, seconds = _post(app.test_client(), name, body)
+    want = Counter((c["topic"], c["indicator"]) for c in EXPECTATIONS[name]["cards"])
+    assert _cards(response) == want, [c["summary"] for c in response.get_json()["cards"]]
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    asked = {query_key(p) for p in fhir.paths()}
+    assert asked <= {query_key(u) for u in queries.values()}
+    if asked:  # a call with nothing to judge fetches nothing
+        _token_stayed_home(fhir)
+
+
+# --- faults on the bloodCounts query; the other keys are served normally ---------------------
+
+def _slow(fhir, elsewhere, url, bundle):
+    fhir.serve(url, Reply(200, resource(bundle).body, delay=2.0))
+
+
+def _http_500(fhir, elsewhere, url, bundle):
+    fhir.serve(url, Reply(500, b"Internal Server Error", {"Content-Type": "text/plain"}))
+
+
+def _http_401(fhir, elsewhere, url, bundle):
+    fhir.serve(url, outcome("token expired", 401))
+
+
+def _not_json(fhir, elsewhere, url, bundle):
+    fhir.serve(url, Reply(200, b"<html><body>Login</body></html>", {"Content-Type": "text/html"}))
+
+
+def _operation_outcome(fhir, elsewhere, url, bundle):
+    fhir.serve(url, outcome("database is down"))
+
+
+def _outcome_in_bundle(fhir, elsewhere, url, bundle):
+    failure = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "timeout", "diagnostics": "partial failure"}]}
+    fhir.serve(url, resource(searchset([failure])))
+
+
+def _huge(fhir, elsewhere, url, bundle):
+    """The real counts, padded with irrelevant Observations past max_fhir_bytes (50 kB)."""
+    weight = {"resourceType": "Observation", "status": "final", "subject": {
+        "reference": "Patient/pt-thio-01"}, "code": {"coding": [
+            {"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+        "valueQuantity": {"value": 70, "unit": "kg"}}
+    padded = dict(bundle, entry=bundle["entry"] + [{"resource": weight}] * 400)
+    fhir.serve(url, resource(padded))
+
+
+def _next_loops(fhir, elsewhere, url, bundle):
+    page2 = f"{fhir.base}/Observation?page=2"
+    fhir.serve(url, resource(dict(bundle, link=[{"relation": "next", "url": page2}])))
+    fhir.serve(page2, resource(searchset([], next_url=url)))
+
+
+def _endless_pages(fhir, elsewhere, url, bundle):
+    fhir.serve(url, resource(dict(bundle, link=[
+        {"relation": "next", "url": f"{fhir.base}/Observation?page=2"}])))
+    for page in range(2, 50):
+        fhir.serve(f"{fhir.base}/Observation?page={page}",
+                   resource(searchset([], next_url=f"{fhir.base}/Observation?page={page + 1}")))
+
+
+def _redirect_elsewhere(fhir, elsewhere, url, bundle):
+    target = url.replace(fhir.origin, elsewhere.origin)
+    elsewhere.serve(target, resource(bundle))
+    fhir.serve(url, Reply(302, b"", {"Location": target}))
+
+
+def _next_elsewhere(fhir, elsewhere, url, bundle):
+    target = f"{elsewhere.base}/Observation?page=2"
+    elsewhere.serve(target, resource(searchset([])))
+    fhir.serve(url, resource(dict(bundle, link=[{"relation": "next", "url": target}])))
+
+
+def _link_not_a_list(fhir, elsewhere, url, bundle):
+    fhir.serve(url, resource(dict(bundle, link=5)))
+
+
+def _entry_not_a_list(fhir, elsewhere, url, bundle):
+    fhir.serve(url, resource(dict(bundle, entry={"resource": bundle["entry"][0]["resource"]})))
+
+
+def _search_answer_not_a_bundle(fhir, elsewhere, url, bundle):
+    fhir.serve(url, resource({"resourceType": "Patient", "id": "pt-thio-01"}))
+
+
+def _page_2_not_a_bundle(fhir, elsewhere, url, bundle):
+    page2 = f"{fhir.base}/Observation?page=2"
+    fhir.serve(url, resource(dict(bundle, link=[{"relation": "next", "url": page2}])))
+    fhir.serve(page2, resource({"resourceType": "Patient", "id": "pt-thio-01"}))
+
+
+FAULTS = {  # name: (script the server, what the card must say ("": any reason), settings)
+    "slow": (_slow, "time", {}),
+    "http-500": (_http_500, "HTTP 500", {}),
+    "http-401": (_http_401, "refused access (HTTP 401)", {}),
+    "not-json": (_not_json, "did not answer with JSON", {}),
+    "operation-outcome": (_operation_outcome, "database is down", {}),
+    "outcome-in-bundle": (_outcome_in_bundle, "reported an error", {}),
+    "huge-bundle": (_huge, "exceeded 50000 bytes", {"max_fhir_bytes": 50_000}),
+    "next-links-loop": (_next_loops, "loop", {}),
+    "endless-pages": (_endless_pages, "only the first 3 pages", {"max_pages": 3}),
+    "redirect-elsewhere": (_redirect_elsewhere, "redirected", {}),
+    "next-link-elsewhere": (_next_elsewhere, "another host", {}),
+    "link-not-a-list": (_link_not_a_list, "", {}),
+    "entry-not-a-list": (_entry_not_a_list, "", {}),
+    "search-answer-not-a-bundle": (_search_answer_not_a_bundle, "", {}),
+    "page-2-not-a-bundle": (_page_2_not_a_bundle, "", {}),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_faulty_server_gives_a_timely_data_unavailable_card(fault, make_app, fhir, elsewhere):
+    script, says, settings = FAULTS[fault]
+    app = make_app(time_budget_ms=BUDGET_MS, **settings)
+    body, queries = _without_prefetch(app, BASELINE, fhir)
+    bundle = load_request(BASELINE)["prefetch"]["bloodCounts"]
+    script(fhir, elsewhere, queries["bloodCounts"], bundle)
+    response, seconds = _post(app.test_client(), BASELINE, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == UNAVAILABLE
+    assert says in _evidence(response, "bloodCounts")
+    _token_stayed_home(fhir, elsewhere)
+    if fault == "endless-pages":
+        assert sum("page=" in p for p in fhir.paths()) == 2  # first page + 2 next: 3 in all
+
+
+TRICKLE_HEAD = b'{"resourceType": "Bundle", "type": "searchset"'
+
+
+def _trickling(fhir: FhirServer, pieces: int, framing: str = "content-length") -> Reply:
+    headers = {"Content-Type": FHIR_JSON}
+    if framing == "content-length":
+        headers["Content-Length"] = str(len(TRICKLE_HEAD) + pieces + 1)
+    return Reply(200, trickle(fhir, TRICKLE_HEAD, pieces), headers)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_a_body_that_trickles_in_is_abandoned_at_the_deadline(framing, make_app, fhir):
+    """Headers at once, then one byte every 100 ms for 2.5 s: the answer is timely AND the
+    service hangs up by its deadline instead of reading on in a fetch thread."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, queries = _without_prefetch(app, BASELINE, fhir)
+    fhir.serve(queries["bloodCounts"], _trickling(fhir, 25, framing))
+    started = time.monotonic()
+    response, seconds = _post(app.test_client(), BASELINE, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == UNAVAILABLE
+    assert "time" in _evidence(response, "bloodCounts")
+    while not fhir.aborted and time.monotonic() < started + 3:
+        time.sleep(0.05)
+    assert fhir.aborted, "the service kept reading after its deadline"
+    assert fhir.aborted[0] - started < BUDGET_MS / 1000 + 0.5
+
+
+def test_a_trickling_server_does_not_starve_other_requests(make_app, fhir, elsewhere):
+    """Enough trickling fetches to fill the fetch pool, then a request whose fhirServer (here
+    `elsewhere`) is healthy: its data must still be fetched, not time out queued."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    client = app.test_client()
+    hostile, queries = _without_prefetch(app, BASELINE, fhir)
+    fhir.respond = lambda path: _trickling(fhir, 50)
+    for _ in range(executor()._max_workers // len(queries) + 1):
+        _post(client, BASELINE, hostile)
+    healthy, _ = _without_prefetch(app, BASELINE, elsewhere)
+    response, seconds = _post(client, BASELINE, healthy)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == Counter(), response.get_json()["cards"][0]["detail"]
+
+
+def test_an_informational_outcome_in_a_searchset_does_not_hide_the_data(make_app, fhir):
+    """Servers add `search.mode: outcome` OperationOutcomes with severity information (e.g. an
+    ignored parameter); the results beside it are complete and must still be judged."""
+    name = "cytopenia-platelets-40-and-tpmt-pm-two-critical"
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, queries = _without_prefetch(app, name, fhir)
+    bundle = _server_data(name)["bloodCounts"]
+    note = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "information", "code": "informational",
+        "diagnostics": "Unknown search parameter _sort was ignored"}]}
+    fhir.serve(queries["bloodCounts"], resource(dict(
+        bundle, entry=[*bundle["entry"], {"resource": note, "search": {"mode": "outcome"}}])))
+    response, _ = _post(app.test_client(), name, body)
+    assert _cards(response) == Counter({("thiopurine-pgx", "critical"): 1,
+                                        ("cytopenia", "critical"): 1})
+
+
+def test_queries_run_concurrently(make_app, fhir):
+    """Five or more absent keys, 200 ms each: well under the 1 s+ a serial fetch would take."""
+    app = make_app(time_budget_ms=1500)
+    body, queries = _without_prefetch(app, BASELINE, fhir)
+    assert len(queries) >= 5
+    for key, reply in list(fhir.routes.items()):
+        fhir.routes[key] = Reply(reply.status, reply.body, reply.headers, delay=0.2)
+    response, seconds = _post(app.test_client(), BASELINE, body)
+    assert _cards(response) == Counter()
+    assert len(fhir.requests) == len(queries)
+    assert seconds < 0.6
+    assert fhir.max_in_flight >= 4
+
+
+def test_an_allowlist_refuses_other_fhir_servers(make_app, fhir):
+    app = make_app(fhir_allowlist=("https://fhir.hospital.example/r4",))
+    body, _ = _without_prefetch(app, BASELINE, fhir)
+    response, _ = _post(app.test_client(), BASELINE, body)
+    assert 400 <= response.status_code < 500
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert fhir.requests == []
+
+
+def test_an_allowlist_admits_the_listed_server(make_app, fhir):
+    app = make_app(fhir_allowlist=(fhir.base,), time_budget_ms=BUDGET_MS)
+    body, _ = _without_prefetch(app, BASELINE, fhir)
+    response, _ = _post(app.test_client(), BASELINE, body)
+    assert _cards(response) == Counter()
+    _token_stayed_home(fhir)
+
+
+@pytest.mark.parametrize("server", ["file:///etc/passwd", "ftp://127.0.0.1/fhir",
+                                    "gopher://127.0.0.1:70/", "127.0.0.1/fhir"])
+def test_only_http_fhir_servers_are_called(server, make_app, fhir):
+    app = make_app()
+    body, _ = _without_prefetch(app, BASELINE, fhir)
+    body["fhirServer"] = server
+    response, _ = _post(app.test_client(), BASELINE, body)
+    assert response.status_code == 400
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("fault", ["slow", "http-500"])
+def test_strict_mode_answers_412_in_time(fault, make_app, fhir, elsewhere):
+    app = make_app(time_budget_ms=BUDGET_MS, strict_412=True)
+    body, queries = _without_prefetch(app, BASELINE, fhir)
+    FAULTS[fault][0](fhir, elsewhere, queries["bloodCounts"],
+                     load_request(BASELINE)["prefetch"]["bloodCounts"])
+    response, seconds = _post(app.test_client(), BASELINE, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert response.status_code == 412
+    outcome_ = response.get_json()
+    assert outcome_["resourceType"] == "OperationOutcome"
+    assert "blood counts" in outcome_["issue"][0]["diagnostics"]
