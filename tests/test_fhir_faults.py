@@ -32,6 +32,7 @@ from .fhir_server import (
 EXPECTATIONS = yaml.safe_load((FIXTURES / "expectations.yaml").read_text())
 BASELINE = "baseline-order-select-azathioprine-none"
 BUDGET_MS = 400
+HEALTHY_BUDGET_MS = 2000  # a healthy server must never be cut off by a loaded CI machine
 MARGIN_S = 0.35          # test-client and evaluation overhead on top of the budget
 TOKEN = "token-for-the-fhir-server-only"
 UNAVAILABLE = Counter({("data-unavailable", "warning"): 1})
@@ -126,12 +127,12 @@ SERVABLE = [n for n in sorted(EXPECTATIONS) if _servable(n)]
 @pytest.mark.parametrize("name", SERVABLE)
 def test_a_healthy_server_gives_the_fixture_cards(name, make_app, fhir):
     """Every fixture, fetched instead of prefetched: the same cards, in time, token as Bearer."""
-    app = make_app(time_budget_ms=BUDGET_MS)
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
     body, queries = _without_prefetch(app, name, fhir)
     response, seconds = _post(app.test_client(), name, body)
     want = Counter((c["topic"], c["indicator"]) for c in EXPECTATIONS[name]["cards"])
     assert _cards(response) == want, [c["summary"] for c in response.get_json()["cards"]]
-    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert seconds < HEALTHY_BUDGET_MS / 1000 + MARGIN_S
     asked = {query_key(p) for p in fhir.paths()}
     assert asked <= {query_key(u) for u in queries.values()}
     if asked:  # a call with nothing to judge fetches nothing
