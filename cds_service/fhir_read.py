@@ -18,7 +18,8 @@ from pydantic import ValidationError
 R4, STU3, DSTU2 = "R4", "STU3", "DSTU2"
 _PACKAGES = {R4: "fhir.resources.R4B", STU3: "fhir.resources.STU3"}
 # Resource types the rules read; their model classes load once at start-up.
-MODEL_TYPES = ("MedicationRequest", "Medication", "Observation", "Condition", "Patient")
+MODEL_TYPES = ("MedicationRequest", "Medication", "Observation", "Condition", "Patient",
+               "AllergyIntolerance")
 
 
 def as_list(value: Any) -> list:
