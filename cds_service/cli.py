@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     app = create_app(settings)  # fails here, before binding, if knowledge or keys are broken
+    gc.freeze()  # start-up objects (models, knowledge) are never collected: skip them in GC passes
     if settings.auth_mode == "off":
         log.warning('{"event": "startup-warning", "message": "client authentication is OFF: '
                     'any caller is accepted (set CDS_AUTH_MODE=required)"}')

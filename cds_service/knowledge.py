@@ -65,7 +65,8 @@ class Knowledge:
     sources: dict[str, dict]
     drugs: dict[str, Drug]
     drug_codes: dict[tuple[str, str], str]
-    drug_words: tuple[tuple[str, str], ...]
+    drug_pattern: re.Pattern      # every drug name as a whole word, in one alternation
+    drug_by_word: dict[str, str]
     drug_prefixes: tuple[tuple[str, str, str], ...]  # (system, code prefix, drug): ATC classes
     analytes: dict[str, Analyte]
     analyte_by_code: dict[str, str]
@@ -114,6 +115,7 @@ _ORDERED_CLASSES = ("thiopurine", "xanthine-oxidase-inhibitor")  # need products
 
 
 def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple, tuple]:
+    """Drugs, their code index, (name pattern, name -> drug) and ATC class prefixes."""
     systems = _need(data, "systems", dict, "drugs.yaml")
     drugs, codes, words, prefixes = {}, {}, [], []
     for name, spec in _need(data, "drugs", dict, "drugs.yaml").items():
@@ -144,7 +146,10 @@ def _drugs(data: dict, sources: dict) -> tuple[dict, dict, tuple, tuple]:
             _dose_ranges(spec.get("dose_ranges_mg_kg_day", {}), where), spec.get("interaction"),
             spec.get("allergy_group"),
         )
-    return drugs, codes, tuple(words), tuple(prefixes)
+    # Longest names first, so "6-mercaptopurine" wins over "mercaptopurine".
+    names = sorted({w for w, _ in words}, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    return drugs, codes, (pattern, dict(words)), tuple(prefixes)  # (pattern, word -> drug)
 
 
 def _dose_ranges(ranges: dict, where: str) -> dict[str, dict]:
@@ -267,7 +272,8 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
     files = {n: _read(directory, f"{n}.yaml") for n in
              ("sources", "drugs", "labs", "conditions", "rules", "pgx", "services")}
     sources = _need(files["sources"], "sources", dict, "sources.yaml")
-    drugs, drug_codes, drug_words, drug_prefixes = _drugs(files["drugs"], sources)
+    drugs, drug_codes, (drug_pattern, drug_by_word), drug_prefixes = _drugs(
+        files["drugs"], sources)
     analytes, by_code, factors = _labs(files["labs"], sources)
     conditions = {name: _condition(files["conditions"], name, sources) for name in
                   ("itp", "pregnancy", "breastfeeding", "rheumatoid-arthritis")}
@@ -285,7 +291,8 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
     services = _services(files["services"], value_sets)
     return Knowledge(
         version="+".join(f"{n}@{d['version']}" for n, d in sorted(files.items())),
-        sources=sources, drugs=drugs, drug_codes=drug_codes, drug_words=drug_words,
+        sources=sources, drugs=drugs, drug_codes=drug_codes, drug_pattern=drug_pattern,
+        drug_by_word=drug_by_word,
         drug_prefixes=drug_prefixes,
         analytes=analytes, analyte_by_code=by_code, unit_factors=factors,
         lookback_days=int(_need(files["labs"], "lookback_days", int, "labs.yaml")),

@@ -116,15 +116,48 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
         elif when <= now + timedelta(days=1):
             candidates.append((when, analyte, observation))
     candidates.sort(key=lambda c: c[0], reverse=True)
-    for when, analyte, observation in candidates:
+    for name, analyte in knowledge.analytes.items():
+        mine = [(when, o) for when, a, o in candidates if a == name]
+        _latest_and_peak(mine, analyte, knowledge, version, counts)
+    return counts
+
+
+def _latest_and_peak(candidates: list[tuple[datetime, dict]], analyte: Analyte,
+                     knowledge: Knowledge, version: str, counts: Counts) -> None:
+    """The two counts the rules read: the latest readable one, and the highest before it (the
+    trend's baseline). Only these are validated: 2,000 counts cost two validations, not 2,000."""
+    latest, index = _first_readable(candidates, analyte, knowledge, version, counts)
+    if latest is None:
+        return
+    earlier = sorted(candidates[index + 1:], key=lambda c: _rough_value(c[1], analyte, knowledge),
+                     reverse=True)
+    peak, _ = _first_readable(earlier, analyte, knowledge, version, counts)
+    counts.by_analyte[analyte.name] = [latest, *([peak] if peak and peak.value > latest.value
+                                                  else [])]
+
+
+def _first_readable(candidates: list[tuple[datetime, dict]], analyte: Analyte,
+                    knowledge: Knowledge, version: str,
+                    counts: Counts) -> tuple[Count | None, int]:
+    for index, (when, observation) in enumerate(candidates):
         observation, error = validate(observation, version)
         if error:
             counts.problems.append(f"{reference(observation)} could not be read ({error})")
             continue
-        count = _count(observation, knowledge.analytes[analyte], when, knowledge, counts.problems)
+        count = _count(observation, analyte, when, knowledge, counts.problems)
         if count:
-            counts.by_analyte.setdefault(analyte, []).append(count)
-    return counts
+            return count, index
+    return None, len(candidates)
+
+
+def _rough_value(observation: dict, analyte: Analyte, knowledge: Knowledge) -> float:
+    """The count in 10*9/L before validation, only to order the candidates for the peak."""
+    quantity = observation.get("valueQuantity")
+    value = quantity.get("value") if isinstance(quantity, dict) else None
+    if not isinstance(value, int | float):
+        return -1.0
+    factor = _factor(quantity, knowledge) or _inferred_factor(value, analyte) or 0.0
+    return value * factor
 
 
 @dataclass(frozen=True)

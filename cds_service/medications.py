@@ -77,11 +77,8 @@ def identify(concepts: list, knowledge: Knowledge) -> str | None:
         for prefix_system, prefix, name in knowledge.drug_prefixes:
             if system == prefix_system and code.startswith(prefix):
                 return name
-    text = " ".join(concept_texts(concepts)).lower()
-    for word, drug in knowledge.drug_words:
-        if re.search(rf"\b{re.escape(word)}\b", text):
-            return drug
-    return None
+    match = knowledge.drug_pattern.search(" ".join(concept_texts(concepts)).lower())
+    return knowledge.drug_by_word[match.group(1)] if match else None
 
 
 def _strength(concepts: list, drug: str | None, knowledge: Knowledge) -> float | None:

@@ -91,6 +91,7 @@ class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        self._lock = threading.Lock()  # one writer per process: no busy-wait sleeps between threads
         self._key: bytes | None = None
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -101,22 +102,26 @@ class Store:
         if connection is None:
             connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA synchronous=NORMAL")
             # Per connection, so that a ":memory:" store has its tables in every thread.
             connection.executescript(_SCHEMA)
             self._local.connection = connection
         return connection
 
-    def _write(self, sql: str, rows: list[tuple]) -> None:
-        """All rows or none, committed before returning."""
+    def _write(self, sql: str, rows: list[tuple], durable: bool = False) -> None:
+        """All rows or none, committed before returning. `durable`: synced to disk (FULL), so
+        an acknowledged write survives a power cut; otherwise WAL's NORMAL, which survives a
+        crash of the service and costs no fsync on the hook path."""
         connection = self._connect()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(sql, rows)
-        except sqlite3.Error:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        with self._lock:
+            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(sql, rows)
+            except sqlite3.Error:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
     def _query(self, sql: str, parameters: tuple = ()) -> list[dict]:
         connection = self._connect()
@@ -138,7 +143,7 @@ class Store:
         self._write(
             "INSERT INTO feedback (service, card, outcome, outcome_timestamp,"
             " accepted_suggestions, override_code, override_system, override_comment)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows, durable=True)
 
     def feedback(self, card: str | None = None) -> list[dict]:
         query = "SELECT * FROM feedback" + (" WHERE card = ?" if card else "") + " ORDER BY id"

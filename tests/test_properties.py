@@ -154,7 +154,7 @@ def concept(system: str, code: str, text: str | None = None) -> dict:
 
 drug_concepts = st.one_of(
     st.sampled_from(sorted(KNOWLEDGE.drug_codes)).map(lambda sc: concept(*sc)),
-    st.sampled_from([w for w, _ in KNOWLEDGE.drug_words]).map(lambda w: {"text": f"{w} tablet"}),
+    st.sampled_from(sorted(KNOWLEDGE.drug_by_word)).map(lambda w: {"text": f"{w} tablet"}),
 )
 dosages = st.fixed_dictionaries({
     "doseAndRate": st.tuples(st.fixed_dictionaries({"doseQuantity": st.fixed_dictionaries({
