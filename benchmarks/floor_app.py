@@ -39,6 +39,7 @@ class Server(BaseApplication):
         self.cfg.set("timeout", 30)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("accesslog", None)
+        self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Flask:
         return app

@@ -40,7 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)  # the app logs one JSON line per request
+            self.cfg.set("control_socket_disable", True)  # one fixed path per user: instances clash
 
         def load(self):
             return app
