@@ -125,13 +125,18 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
 def _latest_and_peak(candidates: list[tuple[datetime, dict]], analyte: Analyte,
                      knowledge: Knowledge, version: str, counts: Counts) -> None:
     """The two counts the rules read: the latest readable one, and the highest before it (the
-    trend's baseline). Only these are validated: 2,000 counts cost two validations, not 2,000."""
+    trend's baseline). Only these are validated: 2,000 counts cost two validations, not 2,000;
+    the peak not even that when no earlier count is high enough to make a falling trend."""
     latest, index = _first_readable(candidates, analyte, knowledge, version, counts)
     if latest is None:
         return
-    earlier = sorted(candidates[index + 1:], key=lambda c: _rough_value(c[1], analyte, knowledge),
-                     reverse=True)
-    peak, _ = _first_readable(earlier, analyte, knowledge, version, counts)
+    earlier = sorted(((_rough_value(o, analyte, knowledge), when, o)
+                      for when, o in candidates[index + 1:]), key=lambda c: c[0], reverse=True)
+    if not earlier or earlier[0][0] * (1 - knowledge.trend_fall) < latest.value:
+        counts.by_analyte[analyte.name] = [latest]
+        return
+    peak, _ = _first_readable([(when, o) for _, when, o in earlier], analyte, knowledge,
+                              version, counts)
     counts.by_analyte[analyte.name] = [latest, *([peak] if peak and peak.value > latest.value
                                                   else [])]
 
