@@ -16,7 +16,10 @@ import yaml
 from .errors import KnowledgeError
 from .pgx import PgxKnowledge
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cards"
+_HERE = Path(__file__).resolve().parent
+# Installed, the knowledge ships as cds_service/knowledge_data; in a checkout it is cards/.
+_INSTALLED = _HERE / "knowledge_data"
+DEFAULT_DIR = _INSTALLED if _INSTALLED.is_dir() else _HERE.parent / "cards"
 INDICATORS = ("info", "warning", "critical")
 SUGGESTION_KINDS = ("order-test", "reduce-dose", "remove-order")
 _PLACEHOLDER = re.compile(r"\{codes:([a-z0-9-]+)\}")
