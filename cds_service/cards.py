@@ -3,8 +3,9 @@ suggestions built as real FHIR R4 resources. No null or empty values are ever em
 
 from __future__ import annotations
 
-import copy
 import uuid
+
+import orjson
 
 from .knowledge import Knowledge
 from .medications import Dose, dose_quantity
@@ -62,7 +63,7 @@ def prune(value: object) -> object:
 
 
 def _with_dose(resource: dict, value: float) -> dict:
-    updated = copy.deepcopy(resource)
+    updated = orjson.loads(orjson.dumps(resource))  # a deep copy, several times faster
     quantity = dose_quantity(updated["dosageInstruction"][0])
     quantity["value"] = value
     return prune(updated)

@@ -8,6 +8,7 @@ to the resources a rule actually uses.
 from __future__ import annotations
 
 import importlib
+import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
@@ -94,17 +95,29 @@ def model_class(version: str, resource_type: str) -> type | None:
     return getattr(module, resource_type, None)
 
 
+@cache
+def _array_fields(cls: type) -> frozenset[str]:
+    """Top-level elements the model declares as arrays (by their JSON names)."""
+    def is_list(annotation: object) -> bool:
+        return typing.get_origin(annotation) is list or any(
+            typing.get_origin(a) is list for a in typing.get_args(annotation))
+    return frozenset(f.alias or name for name, f in cls.model_fields.items()
+                     if is_list(f.annotation))
+
+
 def preload_models() -> None:
     for version in _PACKAGES:
         for resource_type in MODEL_TYPES:
-            model_class(version, resource_type)
+            cls = model_class(version, resource_type)
+            if cls is not None:
+                _array_fields(cls)
 
 
 def validate(resource: dict, version: str) -> tuple[dict, str | None]:
     """Validate one resource; returns (resource as read, error or None).
 
-    A top-level array sent as a single object is wrapped and validated again, so the
-    sandbox's `category: {...}` does not cost the whole order. fhir.resources has no DSTU2
+    A top-level array sent as a single object is wrapped first, so the sandbox's
+    `category: {...}` does not cost the whole order. fhir.resources has no DSTU2
     models: DSTU2 resources are checked against the STU3 model of the same type, whose shape
     is close for the elements read here; a DSTU2-only type (MedicationOrder) is read leniently.
     """
@@ -112,31 +125,21 @@ def validate(resource: dict, version: str) -> tuple[dict, str | None]:
     cls = model_class(STU3 if version == DSTU2 else version, resource_type)
     if cls is None:
         return resource, None if version == DSTU2 else f"unsupported type for {version}"
+    resource = _wrap_singletons(resource, _array_fields(cls))
     try:
         cls.model_validate(resource)
         return resource, None
     except ValidationError as error:
-        repaired = _wrap_singletons(resource, error)
-        if repaired is not None:
-            try:
-                cls.model_validate(repaired)
-                return repaired, None
-            except ValidationError as second:
-                error = second
         return resource, _describe(error)
     except (ValueError, TypeError) as error:  # some models raise these for odd primitives
         return resource, str(error)[:200]
 
 
-def _wrap_singletons(resource: dict, error: ValidationError) -> dict | None:
-    fields = {
-        e["loc"][0]
-        for e in error.errors()
-        if e["type"] == "list_type" and len(e["loc"]) == 1 and isinstance(e["loc"][0], str)
-    }
-    if not fields:
-        return None
-    return {k: ([v] if k in fields else v) for k, v in resource.items()}
+def _wrap_singletons(resource: dict, arrays: frozenset[str]) -> dict:
+    """A top-level array sent as one object (the sandbox's `category: {...}`) is wrapped."""
+    if not any(isinstance(resource.get(k), dict) for k in arrays):
+        return resource
+    return {k: ([v] if k in arrays and isinstance(v, dict) else v) for k, v in resource.items()}
 
 
 def _describe(error: ValidationError) -> str:
