@@ -77,10 +77,11 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
     facts.orders = [_readable(o, facts, knowledge)
                     for o in _drafts(request, medications, knowledge)]
     gather(facts, data, medications, knowledge, judge_active=request.hook == "patient-view")
-    if settings.strict_412 and facts.unavailable:
-        raise CDSError(412, "required data could not be obtained: " + ", ".join(facts.unavailable),
-                       code="incomplete")
     findings = rules.evaluate(facts, knowledge, request.service.rules)
+    missing = [f for f in findings if f.key == "data-unavailable"]
+    if settings.strict_412 and missing:  # the spec's answer when required data cannot be had
+        raise CDSError(412, "required data could not be obtained: " + missing[0].params["checks"],
+                       code="incomplete")
     return Result([cards.render(f, knowledge, request.patient_id) for f in findings], findings)
 
 

@@ -282,6 +282,7 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
                   ("itp", "pregnancy", "breastfeeding", "rheumatoid-arthritis")}
     pgx = PgxKnowledge.from_data(files["pgx"])
     labs = files["labs"]
+    _check_sources(_need(labs, "window_source", list, "labs.yaml"), sources, "labs.yaml")
     weight, liver, monitoring = (_section(labs, n, sources) for n in
                                  ("body_weight", "liver_enzymes", "monitoring"))
     value_sets = {
