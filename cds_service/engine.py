@@ -62,7 +62,8 @@ def _needs_checks(request: HookRequest, drafts: list[Order]) -> bool:
 def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
              now: datetime) -> Result:
     deadline = time.monotonic() + settings.time_budget_ms / 1000
-    if not _needs_checks(request, _drafts(request, {}, knowledge)):
+    drafts = _drafts(request, {}, knowledge)
+    if not _needs_checks(request, drafts):
         return Result([], [])  # nothing this service judges: no data fetched
     data = prefetch.resolve(request, settings, deadline)
     known = medication_index(data, {})
@@ -74,8 +75,10 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
     for ref, item in fetched.items():
         if item.status != prefetch.OK:
             facts.missing(CHECK_MEDS, f"{ref}: {item.problem or 'not found'}")
-    facts.orders = [_readable(o, facts, knowledge)
-                    for o in _drafts(request, medications, knowledge)]
+    # Only drafts naming a Medication elsewhere can read differently now that it is fetched.
+    drafts = [make_order(o.resource, o.judged, True, medications, knowledge)
+              if external_reference(o.resource) else o for o in drafts]
+    facts.orders = [_readable(o, facts, knowledge) for o in drafts]
     gather(facts, data, medications, knowledge, judge_active=request.hook == "patient-view")
     findings = rules.evaluate(facts, knowledge, request.service.rules)
     missing = [f for f in findings if f.key == "data-unavailable"]

@@ -22,7 +22,7 @@ from .labs import (
 )
 from .medications import Dose, identify, medication_concepts, read_dose
 from .pgx import GeneResult
-from .prefetch import FAILED, KeyData
+from .prefetch import FAILED, NONE, KeyData
 
 CHECK_PGX = "TPMT/NUDT15 results"
 CHECK_COUNTS = "blood counts"
@@ -239,7 +239,7 @@ def gather(facts: Facts, data: dict[str, KeyData], medications: dict[str, dict],
             facts.missing(CHECK_COUNTS, problem)
         _conditions(data["conditions"], knowledge, facts)
         _optional_labs(data, knowledge, facts)
-        empty = KeyData("none", ())
+        empty = KeyData(NONE, ())
         _status_observations(data.get("pregnancyStatus", empty), knowledge, facts)
         _allergies(data.get("allergies", empty), knowledge, facts)
         _history(data.get("alkylatingHistory", empty), medications, knowledge, facts)

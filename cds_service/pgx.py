@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from .errors import KnowledgeError
+from .fhir_read import parse_time
 
 PHENOTYPES = ("normal", "intermediate", "possible_intermediate", "poor", "indeterminate", "unknown")
 KINDS = ("phenotype", "genotype", "activity")
@@ -421,20 +422,8 @@ def _when(obs: dict) -> tuple[str | None, datetime | None]:
     for raw in (obs.get("effectiveDateTime"), obs.get("effectiveInstant"), obs.get("issued"),
                 (obs.get("effectivePeriod") or {}).get("start")):
         if isinstance(raw, str) and raw.strip():
-            return raw, _instant(raw.strip())
+            return raw, parse_time(raw.strip())
     return None, None
-
-
-def _instant(value: str) -> datetime | None:
-    try:  # FHIR allows YYYY and YYYY-MM, which fromisoformat does not
-        if re.fullmatch(r"\d{4}(-\d{2})?", value):
-            year, _, month = value.partition("-")
-            moment = datetime(int(year), int(month or 1), 1)
-        else:
-            moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ref_key(reference: Any) -> str | None:
