@@ -24,7 +24,7 @@ def concept(system: str, code: str, text: str | None = None) -> dict:
     (concept("http://snomed.info/sct", "372574004"), "azathioprine"),
     (concept(RXNORM, "73689"), "febuxostat"),
     (concept(RXNORM, "0000", "Imuran 50 mg tablets"), "azathioprine"),  # text, last resort
-    (concept("http://www.whocc.no/atc", "C09AA05"), "ace-inhibitor"),    # ATC class prefix
+    (concept("http://www.whocc.no/atc", "C09BA"), "ace-inhibitor"),      # ATC class prefix
     (concept(RXNORM, "0000", "prednisolone 5 mg"), None),
     ({"text": "azathioprinex"}, None),                      # whole words only
 ])
