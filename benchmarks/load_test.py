@@ -71,7 +71,7 @@ def without_prefetch(name: str, server: FhirServer, knowledge) -> tuple[str, dic
     body["fhirAuthorization"] = {"access_token": "load-test", "token_type": "Bearer",
                                  "expires_in": 300, "scope": "patient/*.read", "subject": "cds"}
     client = FhirClient(server.base, None, Settings(), 0)
-    for key, template in knowledge.services[service].prefetch.items():
+    for key, template in knowledge.queries(service).items():
         query = template.replace("{{context.patientId}}", body["context"]["patientId"])
         server.serve(client.url_for(query), resource(prefetch.get(key) or searchset([])))
     return service, body

@@ -9,7 +9,6 @@ from datetime import datetime
 from flask import Flask
 
 from .config import Settings
-from .fhir_read import preload_models
 from .knowledge import Knowledge, load_knowledge
 from .store import Store
 
@@ -31,7 +30,6 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
         settings.auth_mode, settings.trusted_clients_file, settings.trusted_clients_json,
         ReplayCache(settings.db_path), allow_sandbox=settings.trust_sandbox)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    preload_models()
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     api.register_errors(app)

@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import engine, feedback, protocol, repeats
+from .cards import VERSION_EXTENSION
 from .errors import CDSError, operation_outcome
 from .protocol import HookRequest
 from .store import LoggedCard, timestamp
@@ -66,13 +67,16 @@ def _authenticate() -> None:
 @bp.get("/cds-services")
 def discovery() -> Response:
     services = []
-    for service in current_app.config["KNOWLEDGE"].services.values():
+    knowledge = current_app.config["KNOWLEDGE"]
+    for service in knowledge.services.values():
         entry = {"hook": service.hook, "id": service.id, "title": service.title,
-                 "description": service.description, "prefetch": service.prefetch}
-        if service.usage:
-            entry["usageRequirements"] = service.usage
+                 "description": service.description,
+                 "prefetch": knowledge.queries(service.id),
+                 "extension": {VERSION_EXTENSION: knowledge.version}}
+        if service.usageRequirements:
+            entry["usageRequirements"] = service.usageRequirements
         if service.hook == "order-sign":  # advertised as the HL7 PDDI-CDS IG does
-            entry["extension"] = {repeats.CONFIGURATION_KEY: [repeats.CONFIGURATION_ITEM]}
+            entry["extension"][repeats.CONFIGURATION_KEY] = [repeats.CONFIGURATION_ITEM]
         services.append(entry)
     return json_response({"services": services})
 
@@ -87,6 +91,7 @@ def call_service(service_id: str) -> Response:
     _check_fhir_server(hook_request.fhir_server, settings.fhir_allowlist)
     now = current_app.config["CLOCK"]()
     result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now)
+    _strict_412(result, settings)
     cards = _issue(hook_request, body, result, now)
     g.rules = sorted({c["source"]["topic"]["code"] for c in cards})
     return json_response({"cards": cards})
@@ -132,6 +137,14 @@ def _log_cards(request: HookRequest, issued: list[repeats.Issued], now: datetime
 def _store_failed(event: str, request: HookRequest, cards: int) -> None:
     logging.getLogger("cds_service").exception(orjson.dumps({
         "event": event, "hook_instance": request.hook_instance, "cards": cards}).decode())
+
+
+def _strict_412(result: engine.Result, settings) -> None:
+    """In strict mode the spec's answer when required data cannot be had."""
+    missing = [f for f in result.findings if f.key == "data-unavailable"]
+    if settings.strict_412 and missing:
+        checks = ", ".join(missing[0].values["checks"])
+        raise CDSError(412, f"required data could not be obtained: {checks}", code="incomplete")
 
 
 def _check_fhir_server(url: str | None, allowlist: tuple[str, ...]) -> None:

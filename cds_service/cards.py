@@ -1,26 +1,27 @@
-"""Findings to CDS Hooks 2.0 cards: text, links and override reasons from cards/rules.yaml,
-suggestions built as real FHIR R4 resources. No null or empty values are ever emitted."""
+"""Findings to CDS Hooks 2.0 cards: text, links and override reasons from cards/rules.yaml filled
+with the finding's values; suggestions built as real FHIR resources. No null or empty values are
+ever emitted."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 import orjson
 
-from .knowledge import Knowledge
-from .medications import Dose, dose_quantity
-from .rules import Finding
+from .facts.orders import Dose, dose_quantity
+from .findings import Finding
+from .knowledge import Knowledge, schema
 
 SUMMARY_LIMIT = 139  # the spec: "<140 characters"
+VERSION_EXTENSION = "azathioprine-cds.knowledge-version"
+RENDERED = frozenset({"dose"})  # values the renderer adds (a reduce-dose suggestion's new dose)
 
 
-class _Params(dict):
-    def __missing__(self, key: str) -> str:  # a template may name a value a finding lacks
-        return key
-
-
-def _fill(template: str, params: dict) -> str:
-    return template.format_map(_Params(params))
+def fill(template: str, values: Mapping[str, object]) -> str:
+    """A template filled with a finding's values; a list of values reads "A and B"."""
+    return template.format_map({k: " and ".join(map(str, v)) if isinstance(v, tuple) else v
+                                for k, v in values.items()})
 
 
 def _summary(text: str) -> str:
@@ -28,16 +29,21 @@ def _summary(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 3].rstrip() + "..."
 
 
-def _detail(spec: dict, finding: Finding, knowledge: Knowledge) -> str:
+def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge) -> str:
     parts = []
     if finding.evidence:
-        parts.append("**Evidence**\n\n" + "\n".join(f"- {e}" for e in finding.evidence))
-    parts.append("**Recommendation**\n\n" + _fill(spec["recommendation"], finding.params))
-    parts.append(f"*Strength:* {spec['strength']}")
-    references = [knowledge.sources[s]["citation"] for s in spec.get("references", [])]
+        lines = (fill(knowledge.cards.evidence[e.kind], e.values) for e in finding.evidence)
+        parts.append("**Evidence**\n\n" + "\n".join(f"- {line}" for line in lines))
+    parts.append("**Recommendation**\n\n" + fill(spec.recommendation, finding.values))
+    parts.append(f"*Strength:* {spec.strength}")
+    references = [_citation(knowledge.sources[s]) for s in spec.references]
     if references:
         parts.append("**References**\n\n" + "\n".join(f"- {r}" for r in references))
     return "\n\n".join(parts)
+
+
+def _citation(source: schema.Source) -> str:
+    return f"{source.citation} <{source.url}>" if source.url else source.citation
 
 
 def _new_dose(dose: Dose, fraction: float, step_mg: float) -> tuple[float, str] | None:
@@ -64,83 +70,85 @@ def prune(value: object) -> object:
 
 def _with_dose(resource: dict, value: float) -> dict:
     updated = orjson.loads(orjson.dumps(resource))  # a deep copy, several times faster
-    quantity = dose_quantity(updated["dosageInstruction"][0])
+    quantity, _ = dose_quantity(updated["dosageInstruction"][0])
     quantity["value"] = value
     return prune(updated)
 
 
-def _reduce(suggestion: dict, finding: Finding, knowledge: Knowledge) -> dict | None:
+def _reduce(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge) -> dict | None:
     order = finding.target or finding.order
     if order is None or order.dose is None:
         return None
-    fraction = suggestion.get("fraction") or float(finding.params.get("fraction", 0))
+    fraction = suggestion.fraction or float(finding.values.get("fraction", 0))
     if not fraction:
         return None
     new = _new_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
     if new is None:
         return None
     value, text = new
-    label = _fill(suggestion["label"], {**finding.params, "dose": text})
-    return {"label": label, "actions": [{
+    return {"label": fill(suggestion.label, {**finding.values, "dose": text}), "actions": [{
         "type": "update", "description": f"Change the dose of {order.ref} to {text}",
         "resource": _with_dose(order.resource, value)}]}
 
 
-def _remove(suggestion: dict, finding: Finding, _: Knowledge) -> dict | None:
+def _remove(suggestion: schema.Suggestion, finding: Finding, _: Knowledge) -> dict | None:
     order = finding.order
     if order is None or not order.draft:
         return None
-    return {"label": _fill(suggestion["label"], finding.params), "actions": [{
+    return {"label": fill(suggestion.label, finding.values), "actions": [{
         "type": "delete", "description": f"Remove the draft order {order.ref}",
         "resourceId": order.ref}]}
 
 
-def _order_test(suggestion: dict, finding: Finding, knowledge: Knowledge,
+def _order_test(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge,
                 patient_id: str) -> dict:
-    code = knowledge.rules["tests"][suggestion["test"]]["code"]
+    code = knowledge.cards.tests[suggestion.test].code
     request = {"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
-               "code": {"coding": [dict(code)], "text": code["display"]},
+               "code": {"coding": [code.model_dump()], "text": code.display},
                "subject": {"reference": f"Patient/{patient_id}"}}
-    return {"label": _fill(suggestion["label"], finding.params), "actions": [{
-        "type": "create", "description": f"Order {code['display']}", "resource": request}]}
+    return {"label": fill(suggestion.label, finding.values), "actions": [{
+        "type": "create", "description": f"Order {code.display}", "resource": request}]}
 
 
-def _suggestions(spec: dict, finding: Finding, knowledge: Knowledge, patient_id: str) -> list:
+def _suggestions(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
+                 patient_id: str) -> list:
     built = []
-    for suggestion in spec.get("suggestions", []):
-        kind = suggestion["kind"]
-        if kind == "order-test":
+    for suggestion in spec.suggestions:
+        if suggestion.kind == "order-test":
             item = _order_test(suggestion, finding, knowledge, patient_id)
+        elif suggestion.kind == "reduce-dose":
+            item = _reduce(suggestion, finding, knowledge)
         else:
-            item = (_reduce if kind == "reduce-dose" else _remove)(suggestion, finding, knowledge)
+            item = _remove(suggestion, finding, knowledge)
         if item:
             built.append({"uuid": str(uuid.uuid4()), **item})
     return built
 
 
 def render(finding: Finding, knowledge: Knowledge, patient_id: str) -> dict:
-    rules = knowledge.rules
-    spec = rules["findings"][finding.key]
+    cards = knowledge.cards
+    spec = cards.findings[finding.key]
+    family = cards.families[spec.family]
     card = {
         "uuid": str(uuid.uuid4()),
-        "summary": _summary(_fill(spec["summary"], finding.params)),
-        "indicator": spec["indicator"],
+        "summary": _summary(fill(spec.summary, finding.values)),
+        "indicator": spec.indicator,
         "detail": _detail(spec, finding, knowledge),
-        "source": {"label": rules["source"]["label"], "url": rules["source"]["url"],
-                   "topic": {"system": rules["systems"]["topic"], "code": spec["family"],
-                             "display": spec["family"].replace("-", " ")}},
+        "source": {"label": family.label, "url": family.url,
+                   "topic": {"system": cards.systems["topic"], "code": spec.family,
+                             "display": spec.family.replace("-", " ")},
+                   "extension": {VERSION_EXTENSION: knowledge.version}},
     }
     suggestions = _suggestions(spec, finding, knowledge, patient_id)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
-    reasons = [{"system": rules["systems"]["override"], "code": code,
-                "display": rules["override_reasons"][code]} for code in spec.get("override", [])]
+    reasons = [{"system": cards.systems["override"], "code": code,
+                "display": cards.override_reasons[code]} for code in spec.override]
     if reasons:
         card["overrideReasons"] = reasons
-    links = [{"label": rules["links"][name]["label"], "url": rules["links"][name]["url"],
-              "type": "absolute"} for name in spec.get("links", [])]
+    links = [{"label": cards.links[name].label, "url": cards.links[name].url,
+              "type": "absolute"} for name in spec.links]
     if links:
         card["links"] = links
     return card
-

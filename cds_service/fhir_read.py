@@ -1,26 +1,31 @@
-"""Lenient reading of FHIR JSON: codings, dates, and validation one resource at a time.
+"""Reading FHIR JSON element by element, leniently across R4, STU3 and DSTU2 shapes.
 
-EHR payloads are untidy (the sandbox sends `category` as an object, Bundles without `type`), so
-field access is lenient; validation with the fhir.resources models is a separate gate applied only
-to the resources a rule actually uses.
+Only the elements a rule reads are looked at, and each is checked as FHIR defines its datatype
+(a decimal is a JSON number, a dateTime matches the FHIR pattern, a code is a string). An element
+that is present but invalid is an `Invalid` problem for the caller to report; a field no rule
+reads can never void a resource. Arrays sent as single objects, and single objects sent as
+arrays, are both read.
 """
 
 from __future__ import annotations
 
-import importlib
-import typing
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
-from pydantic import ValidationError
+# FHIR R4 dateTime (also covers date and instant). A time without a zone, common in EHR exports
+# though FHIR asks for one, is read as UTC rather than voiding the element.
+_DATETIME = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+    r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
+    r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?")
 
-R4, STU3, DSTU2 = "R4", "STU3", "DSTU2"
-_PACKAGES = {R4: "fhir.resources.R4B", STU3: "fhir.resources.STU3"}
-# Resource types the rules read; their model classes load once at start-up.
-MODEL_TYPES = ("MedicationRequest", "Medication", "Observation", "Condition", "Patient",
-               "AllergyIntolerance")
+
+class Invalid(ValueError):
+    """An element a rule reads is present but not valid FHIR; the message names it."""
 
 
 def as_list(value: Any) -> list:
@@ -53,21 +58,72 @@ def concept_texts(concept: Any) -> Iterator[str]:
                 yield coding["display"]
 
 
+def code_set(value: Any) -> set[str]:
+    """Codes of a CodeableConcept, or the plain code string DSTU2/STU3 use for statuses."""
+    return {value} if isinstance(value, str) else {c for _, c in codings(value)}
+
+
 def parse_time(value: Any) -> datetime | None:
-    """A FHIR date, dateTime or instant as an aware UTC datetime (dates at midnight UTC)."""
-    if not isinstance(value, str) or len(value) < 4:
+    """A FHIR date, dateTime or instant as an aware UTC datetime (dates at midnight UTC);
+    None when absent or not a valid FHIR dateTime."""
+    if not isinstance(value, str) or not _DATETIME.fullmatch(value):
         return None
-    text = value.replace("Z", "+00:00")
+    if len(value) == 4:
+        return datetime(int(value), 1, 1, tzinfo=UTC)
+    if len(value) == 7:
+        return datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=UTC)
     try:
-        if len(text) == 4:
-            parsed = datetime(int(text), 1, 1)
-        elif len(text) == 7:
-            parsed = datetime(int(text[:4]), int(text[5:7]), 1)
-        else:
-            parsed = datetime.fromisoformat(text)
-    except ValueError:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # e.g. 31 February, which the pattern lets through
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_time(resource: dict, *paths: str) -> datetime | None:
+    """The first of the named dateTime elements that is present (`a.b` reads a nested one);
+    raises Invalid when that element is not a valid dateTime."""
+    for path in paths:
+        value: Any = resource
+        for step in path.split("."):
+            value = value.get(step) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        parsed = parse_time(value)
+        if parsed is None:
+            raise Invalid(f"{path} is not a valid FHIR dateTime")
+        return parsed
+    return None
+
+
+def effective_time(observation: dict) -> datetime | None:
+    """When an observation was taken: effective[x], else issued (raises Invalid)."""
+    return read_time(observation, "effectiveDateTime", "effectiveInstant",
+                     "effectivePeriod.start", "issued")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    value: float
+    unit: str           # the UCUM code, else the display unit ("" when neither is given)
+    display: str        # the unit as the lab wrote it, for evidence
+    comparator: str | None = None
+
+
+def read_quantity(value: Any, where: str) -> Quantity | None:
+    """A Quantity element (None when absent); raises Invalid for a malformed one."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} is not a Quantity")
+    number = value.get("value")
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise Invalid(f"{where}.value is not a number")
+    strings = {k: value.get(k) for k in ("code", "unit", "comparator")}
+    for key, text in strings.items():
+        if text is not None and not isinstance(text, str):
+            raise Invalid(f"{where}.{key} is not a string")
+    code, unit = (strings["code"] or "").strip(), (strings["unit"] or "").strip()
+    return Quantity(float(number), code or unit, unit or code, strings["comparator"])
 
 
 def status(resource: dict) -> str:
@@ -81,68 +137,3 @@ def reference(resource: dict) -> str:
     rid = resource.get("id")
     kind = resource.get("resourceType", "Resource")
     return f"{kind}/{rid}" if isinstance(rid, str) and rid else str(kind)
-
-
-@cache
-def model_class(version: str, resource_type: str) -> type | None:
-    package = _PACKAGES.get(version)
-    if package is None or not resource_type.isalpha():
-        return None
-    try:
-        module = importlib.import_module(f"{package}.{resource_type.lower()}")
-    except ImportError:
-        return None
-    return getattr(module, resource_type, None)
-
-
-@cache
-def _array_fields(cls: type) -> frozenset[str]:
-    """Top-level elements the model declares as arrays (by their JSON names)."""
-    def is_list(annotation: object) -> bool:
-        return typing.get_origin(annotation) is list or any(
-            typing.get_origin(a) is list for a in typing.get_args(annotation))
-    return frozenset(f.alias or name for name, f in cls.model_fields.items()
-                     if is_list(f.annotation))
-
-
-def preload_models() -> None:
-    for version in _PACKAGES:
-        for resource_type in MODEL_TYPES:
-            cls = model_class(version, resource_type)
-            if cls is not None:
-                _array_fields(cls)
-
-
-def validate(resource: dict, version: str) -> tuple[dict, str | None]:
-    """Validate one resource; returns (resource as read, error or None).
-
-    A top-level array sent as a single object is wrapped first, so the sandbox's
-    `category: {...}` does not cost the whole order. fhir.resources has no DSTU2
-    models: DSTU2 resources are checked against the STU3 model of the same type, whose shape
-    is close for the elements read here; a DSTU2-only type (MedicationOrder) is read leniently.
-    """
-    resource_type = str(resource.get("resourceType", ""))
-    cls = model_class(STU3 if version == DSTU2 else version, resource_type)
-    if cls is None:
-        return resource, None if version == DSTU2 else f"unsupported type for {version}"
-    resource = _wrap_singletons(resource, _array_fields(cls))
-    try:
-        cls.model_validate(resource)
-        return resource, None
-    except ValidationError as error:
-        return resource, _describe(error)
-    except (ValueError, TypeError) as error:  # some models raise these for odd primitives
-        return resource, str(error)[:200]
-
-
-def _wrap_singletons(resource: dict, arrays: frozenset[str]) -> dict:
-    """A top-level array sent as one object (the sandbox's `category: {...}`) is wrapped."""
-    if not any(isinstance(resource.get(k), dict) for k in arrays):
-        return resource
-    return {k: ([v] if k in arrays and isinstance(v, dict) else v) for k, v in resource.items()}
-
-
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "resource"
-    return f"{where}: {first['msg']}"

@@ -1,8 +1,9 @@
 """Prefetch resolution: each declared key as the CDS Hooks 2.0 decision table says.
 
 present -> use it; null -> no data (no refetch); OperationOutcome -> failed; absent -> fetch from
-fhirServer. Missing keys, `next` pages and referenced Medications are fetched concurrently under
-one time budget; whatever cannot be had is reported, never silently empty.
+fhirServer. Missing keys and `next` pages are fetched concurrently under one time budget, then the
+Medications that orders reference and nobody sent; whatever cannot be had is reported, never
+silently empty.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Settings
 from .fhir_client import FetchError, FhirClient, entries, executor, next_link
-from .fhir_read import as_list
+from .fhir_read import as_list, reference
 from .protocol import HookRequest
 
 OK, NONE, FAILED = "ok", "none", "failed"
@@ -25,6 +26,15 @@ class KeyData:
     status: str                  # OK | NONE | FAILED
     resources: tuple[dict, ...]
     problem: str | None = None   # why it failed or is incomplete
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything the request and the FHIR server gave: each prefetch key, and each Medication
+    an order references (by the reference string as written), or why it could not be had."""
+    keys: dict[str, KeyData]
+    medications: dict[str, dict] = field(default_factory=dict)
+    medication_problems: dict[str, str] = field(default_factory=dict)
 
 
 def _tokens(request: HookRequest) -> dict[str, str]:
@@ -103,13 +113,22 @@ def _collect(jobs: dict[str, Future], deadline: float) -> dict[str, KeyData]:
     return results
 
 
-def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[str, KeyData]:
+def resolve(request: HookRequest, queries: dict[str, str], settings: Settings,
+            deadline: float) -> Resolved:
+    """`queries`: the service's prefetch templates by key."""
     client = (FhirClient(request.fhir_server, request.access_token, settings, deadline)
               if request.fhir_server else None)
+    keys = _resolve_keys(request, queries, client, deadline)
+    medications, problems = _medications(request, keys, client, deadline)
+    return Resolved(keys, medications, problems)
+
+
+def _resolve_keys(request: HookRequest, queries: dict[str, str], client: FhirClient | None,
+                  deadline: float) -> dict[str, KeyData]:
     tokens = _tokens(request)
     results: dict[str, KeyData] = {}
     jobs: dict[str, Future] = {}
-    for key, template in request.service.prefetch.items():
+    for key, template in queries.items():
         if key in request.prefetch:
             value = request.prefetch[key]
             results[key] = KeyData(NONE, ()) if value is None else _from_prefetch(value)
@@ -127,13 +146,52 @@ def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[s
     return results
 
 
-def fetch_medications(request: HookRequest, settings: Settings, deadline: float,
-                      references: set[str]) -> dict[str, KeyData]:
-    """Medications referenced by orders that neither the request nor the prefetch carried."""
-    if not references:
-        return {}
-    if not request.fhir_server:
-        return {r: KeyData(FAILED, (), "no fhirServer to read it from") for r in references}
-    client = FhirClient(request.fhir_server, request.access_token, settings, deadline)
-    jobs = {r: executor().submit(_fetch, client, r) for r in sorted(references)}
-    return _collect(jobs, deadline)
+_ORDER_TYPES = ("MedicationRequest", "MedicationOrder", "MedicationStatement")
+
+
+def _medication_refs(resources: list[dict]) -> set[str]:
+    refs = set()
+    for resource in resources:
+        medication = resource.get("medicationReference")
+        ref = medication.get("reference") if isinstance(medication, dict) else None
+        if (resource.get("resourceType") in _ORDER_TYPES and isinstance(ref, str)
+                and not ref.startswith("#")):
+            refs.add(ref)
+    return refs
+
+
+def _relative(ref: str, base: str | None) -> str | None:
+    """`Medication/<id>` for a reference the FHIR server can be asked for, else None."""
+    if base and ref.startswith(base + "/"):
+        ref = ref[len(base) + 1:]
+    kind, _, rid = ref.partition("/")
+    return ref if kind == "Medication" and rid and "/" not in rid else None
+
+
+def _medications(request: HookRequest, keys: dict[str, KeyData], client: FhirClient | None,
+                 deadline: float) -> tuple[dict[str, dict], dict[str, str]]:
+    """The Medications orders reference: sent in the request (by id or fullUrl), else read
+    from the FHIR server; for each that cannot be had, why."""
+    sent: dict[str, dict] = dict(request.full_urls)
+    for item in keys.values():
+        for resource in item.resources:
+            if resource.get("resourceType") == "Medication":
+                sent[reference(resource)] = resource
+    resources = [*request.orders, *(r for item in keys.values() for r in item.resources)]
+    found, problems, wanted = {}, {}, {}
+    for ref in _medication_refs(resources):
+        relative = _relative(ref, request.fhir_server)
+        if ref in sent or relative in sent:
+            found[ref] = sent.get(ref) or sent[relative]
+        elif relative is None:
+            problems[ref] = "not sent, and not a Medication the FHIR server can be asked for"
+        elif client is None:
+            problems[ref] = "not sent, and no fhirServer to read it from"
+        else:
+            wanted[ref] = executor().submit(_fetch, client, relative)
+    for ref, item in _collect(wanted, deadline).items():
+        if item.status == OK and item.resources[0].get("resourceType") == "Medication":
+            found[ref] = item.resources[0]
+        else:
+            problems[ref] = item.problem or "the FHIR server did not return a Medication"
+    return found, problems

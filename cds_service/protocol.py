@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import CDSError
-from .fhir_read import DSTU2, R4, STU3, as_list
-from .knowledge import Service
+from .fhir_read import as_list
+from .knowledge.schema import Service
 
 _ORDER_FIELD = {"order-select": "draftOrders", "order-sign": "draftOrders",
                 "medication-prescribe": "medications"}
@@ -30,7 +30,7 @@ class HookRequest:
     selections: frozenset[str] | None  # None: every order is judged (order-sign, prescribe)
     hook: str
     prefetch: dict
-    fhir_version: str
+    full_urls: dict[str, dict]   # fullUrl -> resource, for `urn:uuid:` references in drafts
 
 
 def _fail(field: str, problem: str) -> CDSError:
@@ -72,17 +72,21 @@ def _limit(items: object, field: str, limit: int) -> None:
         raise CDSError(413, f"{field}: more than {limit} items", code="too-costly")
 
 
-def _bundle_resources(bundle: object, field: str, limit: int) -> tuple[dict, ...]:
+def _bundle_resources(bundle: object, field: str, limit: int
+                      ) -> tuple[tuple[dict, ...], dict[str, dict]]:
+    """The resources of a Bundle, and those of them that carry a fullUrl, by it."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise _fail(field, "must be a FHIR Bundle")
     _limit(bundle.get("entry"), f"{field}.entry", limit)
-    resources = []
+    resources, full_urls = [], {}
     for i, entry in enumerate(as_list(bundle.get("entry"))):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise _fail(f"{field}.entry[{i}].resource", "must be a FHIR resource")
         resources.append(resource)
-    return tuple(resources)
+        if isinstance(entry.get("fullUrl"), str):
+            full_urls[entry["fullUrl"]] = resource
+    return tuple(resources), full_urls
 
 
 def _selections(context: dict, limit: int) -> frozenset[str]:
@@ -91,19 +95,6 @@ def _selections(context: dict, limit: int) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise _fail("context.selections", "must be an array of 'Type/id' strings")
     return frozenset(value)
-
-
-def _fhir_version(hook: str, orders: tuple[dict, ...]) -> str:
-    """The FHIR version is not declared in CDS Hooks; infer it from the drafts' shapes."""
-    if any(o["resourceType"] == "MedicationOrder" for o in orders):
-        return DSTU2
-    dosages = [d for o in orders for d in as_list(o.get("dosageInstruction"))
-               if isinstance(d, dict)]
-    if any("doseAndRate" in d for d in dosages):
-        return R4
-    if hook == "medication-prescribe" or any("doseQuantity" in d for d in dosages):
-        return STU3
-    return R4
 
 
 def parse_request(body: object, service: Service, limit: int) -> HookRequest:
@@ -122,8 +113,8 @@ def parse_request(body: object, service: Service, limit: int) -> HookRequest:
     patient_id, user_id = _string(context, "patientId", "context."), _string(
         context, "userId", "context.")
     field = _ORDER_FIELD.get(hook)  # patient-view has no orders
-    orders = (_bundle_resources(context[field], f"context.{field}", limit)
-              if field in context else ())
+    orders, full_urls = (_bundle_resources(context[field], f"context.{field}", limit)
+                         if field in context else ((), {}))
     prefetch = body.get("prefetch", {})
     if not isinstance(prefetch, dict) or not all(
             v is None or isinstance(v, dict) for v in prefetch.values()):
@@ -136,5 +127,5 @@ def parse_request(body: object, service: Service, limit: int) -> HookRequest:
         service=service, hook_instance=hook_instance, fhir_server=fhir_server,
         access_token=token, patient_id=patient_id, user_id=user_id, orders=orders,
         selections=_selections(context, limit) if hook == "order-select" else None,
-        prefetch=prefetch, fhir_version=_fhir_version(hook, orders), hook=hook,
+        prefetch=prefetch, full_urls=full_urls, hook=hook,
     )

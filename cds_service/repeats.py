@@ -39,7 +39,7 @@ import orjson
 from .config import Settings
 from .engine import Result
 from .protocol import HookRequest
-from .rules import Finding
+from .findings import Finding
 from .store import Store, timestamp
 
 OPTION = "filter-out-repeated-alerts"
@@ -83,7 +83,8 @@ def fingerprint(store: Store, request: HookRequest, finding: Finding | None) -> 
     if finding is None or finding.order is None:
         return None
     order = {k: v for k, v in finding.order.resource.items() if k not in ("id", "meta")}
-    evidence = hashlib.sha256("\n".join(finding.evidence).encode()).hexdigest()
+    evidence = hashlib.sha256(orjson.dumps([[e.kind, e.values] for e in finding.evidence],
+                                           option=orjson.OPT_SORT_KEYS)).hexdigest()
     content = [request.patient_id, request.user_id, finding.key, order, evidence]
     return store.keyed_hash(orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
 

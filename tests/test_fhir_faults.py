@@ -54,11 +54,11 @@ def elsewhere():
 
 
 def _queries(app, name: str, body: dict) -> dict[str, str]:
-    service = app.config["KNOWLEDGE"].services[EXPECTATIONS[name]["service"]]
+    queries = app.config["KNOWLEDGE"].queries(EXPECTATIONS[name]["service"])
     client = FhirClient(body["fhirServer"], None, app.config["SETTINGS"], 0)
     patient = body["context"]["patientId"]
     return {key: client.url_for(template.replace("{{context.patientId}}", patient))
-            for key, template in service.prefetch.items()}
+            for key, template in queries.items()}
 
 
 def _without_prefetch(app, name: str, fhir: FhirServer) -> tuple[dict, dict[str, str]]:

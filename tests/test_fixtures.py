@@ -25,7 +25,7 @@ def _mock_server(mock: responses.RequestsMock, name: str, body: dict, app) -> No
     service = app.config["KNOWLEDGE"].services[EXPECTATIONS[name]["service"]]
     client = FhirClient(body["fhirServer"], None, app.config["SETTINGS"], 0)
     for path in sorted((FIXTURES / "fhir-server" / name).glob("*.json")):
-        query = service.prefetch[path.stem].replace(
+        query = app.config["KNOWLEDGE"].prefetch[path.stem].replace(
             "{{context.patientId}}", body["context"]["patientId"])
         mock.add(responses.GET, client.url_for(query), json=json.loads(path.read_text()))
 

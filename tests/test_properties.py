@@ -184,7 +184,7 @@ def blood_counts(draw, rid: str) -> dict:
     code = draw(st.sampled_from(sorted(KNOWLEDGE.analyte_by_code)))
     quantity = {"value": draw(st.one_of(st.integers(0, 400_000),
                                         st.floats(0, 1000).map(lambda v: round(v, 3))))}
-    unit = draw(st.one_of(st.none(), st.sampled_from(sorted(KNOWLEDGE.unit_factors)),
+    unit = draw(st.one_of(st.none(), st.sampled_from(sorted(KNOWLEDGE.labs.units.factors)),
                           st.sampled_from(["%", "mmol/L", "g/dL"])))
     if unit:
         quantity["unit"] = unit
@@ -230,8 +230,10 @@ def pgx_results(draw, rid: str) -> dict:
     return observation
 
 
-CONDITION_CODES = sorted({c for spec in KNOWLEDGE.conditions.values() for c in spec["codes"]})
-STATUS_OBSERVATIONS = [s["observation"] for s in KNOWLEDGE.conditions.values() if s["observation"]]
+CONDITION_CODES = sorted({(c.system, c.code) for spec in KNOWLEDGE.conditions.values()
+                          for c in spec.codes})
+STATUS_OBSERVATIONS = [s.observation.model_dump() for s in KNOWLEDGE.conditions.values()
+                       if s.observation]
 clinical_statuses = st.sampled_from(["active", "recurrence", "inactive", "resolved"])
 
 
@@ -298,9 +300,9 @@ GENERATORS = {
     "conditions": (conditions, 2),
     "allergies": (allergies, 2),
     "pregnancyStatus": (status_observations, 2),
-    "weight": (lambda rid: quantities(rid, KNOWLEDGE.weight["codes"], st.floats(0.5, 200).map(
-        lambda v: round(v, 1)), [*KNOWLEDGE.weight["units"], "stone"]), 2),
-    "liverTests": (lambda rid: quantities(rid, sorted(KNOWLEDGE.liver["analytes"]),
+    "weight": (lambda rid: quantities(rid, KNOWLEDGE.labs.body_weight.codes, st.floats(
+        0.5, 200).map(lambda v: round(v, 1)), [*KNOWLEDGE.labs.body_weight.units, "stone"]), 2),
+    "liverTests": (lambda rid: quantities(rid, sorted(KNOWLEDGE.labs.liver_enzymes.analytes),
                                           st.integers(0, 2000), ["U/L", "IU/L"]), 3),
 }
 

@@ -158,4 +158,4 @@ def test_discovery_advertises_the_switch_on_order_sign(client):
     services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
     items = services["thiopurine-order-sign"]["extension"]["pddi-configuration-items"]
     assert [(i["code"], i["type"]) for i in items] == [(SWITCH, "boolean")]
-    assert "extension" not in services["thiopurine-order-select"]
+    assert "pddi-configuration-items" not in services["thiopurine-order-select"]["extension"]

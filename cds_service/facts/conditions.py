@@ -1,0 +1,137 @@
+"""Conditions that change what a rule says (chronic ITP, pregnancy, rheumatoid arthritis...),
+recorded allergies, and past alkylating agents. Value sets come from cards/conditions.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..fhir_read import Invalid, as_list, code_set, codings, concept_texts, effective_time
+from ..fhir_read import reference, status
+from ..knowledge import Knowledge, schema
+from .counts import COUNTED_STATUSES
+from .orders import Order, identify, medication_concepts
+
+# The condition sets the facts read; cards/conditions.yaml must define each (checked at start).
+READ = ("itp", "pregnancy", "breastfeeding", "rheumatoid-arthritis")
+_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+
+
+@dataclass(frozen=True)
+class Mention:
+    """Where a condition was found: an active Condition, an order's reason, or a status
+    Observation (then `when` is its date)."""
+    via: str          # condition | reason | status
+    resource: str
+    when: str = ""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    found: dict[str, Mention]       # condition set name -> first mention
+    texts: str                      # every condition's name, lower case (the indication)
+
+    def get(self, name: str) -> Mention | None:
+        return self.found.get(name)
+
+
+def matches(concept: object, spec: schema.ConditionSet) -> bool:
+    """A CodeableConcept in a condition value set: exact codes, code prefixes, or words."""
+    for system, code in codings(concept):
+        if any(system == c.system and code == c.code for c in spec.codes) or any(
+                system == p.system and code.startswith(p.prefix) for p in spec.code_prefixes):
+            return True
+    text = " ".join(concept_texts(concept)).lower()
+    return any(w.lower() in text for w in spec.words)
+
+
+def is_active(resource: dict) -> bool:
+    """Active (or recurrence/relapse; an allergy without a status counts), and neither refuted
+    nor entered in error."""
+    clinical = resource.get("clinicalStatus")
+    unstated = clinical is None and resource.get("resourceType") == "AllergyIntolerance"
+    refuted = code_set(resource.get("verificationStatus")) & {"entered-in-error", "refuted"}
+    return bool(code_set(clinical) & _ACTIVE or unstated) and not refuted
+
+
+def read_conditions(resources: Iterable[dict], judged: Iterable[Order],
+                    knowledge: Knowledge) -> Conditions:
+    found: dict[str, Mention] = {}
+    for order in judged:
+        for name in READ:
+            if name not in found and matches(order.reasons, knowledge.conditions[name]):
+                found[name] = Mention("reason", order.ref)
+    conditions = [c for c in resources if c.get("resourceType") == "Condition"]
+    texts = " ".join(t.lower() for c in conditions for t in concept_texts(c.get("code")))
+    for condition in conditions:
+        if not is_active(condition):
+            continue
+        for name in READ:
+            if name not in found and matches(condition.get("code"), knowledge.conditions[name]):
+                found[name] = Mention("condition", reference(condition))
+    return Conditions(found, texts)
+
+
+def status_mentions(observations: Iterable[dict], knowledge: Knowledge,
+                    problems: list[str]) -> dict[str, Mention]:
+    """Pregnancy / breastfeeding from the latest status Observation, when it says yes."""
+    found = {}
+    for name in ("pregnancy", "breastfeeding"):
+        spec = knowledge.conditions[name].observation
+        if spec is None:
+            continue
+        dated = []
+        for obs in observations:
+            if (obs.get("resourceType") != "Observation" or status(obs) not in COUNTED_STATUSES
+                    or spec.code not in code_set(obs.get("code"))):
+                continue
+            try:
+                when = effective_time(obs)
+            except Invalid as error:
+                problems.append(f"{reference(obs)}: {error}")
+                continue
+            if when:
+                dated.append((when, obs))
+        if dated:
+            when, latest = max(dated, key=lambda d: d[0])
+            if code_set(latest.get("valueCodeableConcept")) & set(spec.answers):
+                found[name] = Mention("status", reference(latest), f"{when:%Y-%m-%d}")
+    return found
+
+
+@dataclass(frozen=True)
+class Allergy:
+    drug: str
+    resource: str
+
+
+def read_allergies(resources: Iterable[dict], knowledge: Knowledge) -> tuple[Allergy, ...]:
+    allergies = []
+    for allergy in resources:
+        if allergy.get("resourceType") != "AllergyIntolerance" or not is_active(allergy):
+            continue
+        substances = [r.get("substance") for r in as_list(allergy.get("reaction"))
+                      if isinstance(r, dict)]
+        drug = identify([allergy.get("code"), *substances], knowledge)
+        if drug:
+            allergies.append(Allergy(drug, reference(allergy)))
+    return tuple(allergies)
+
+
+@dataclass(frozen=True)
+class PastDrug:
+    drug: str
+    resource: str
+    status: str
+
+
+def read_alkylating(resources: Iterable[dict], orders: Iterable[Order],
+                    medications: dict[str, dict], knowledge: Knowledge) -> PastDrug | None:
+    """A past or current alkylating-agent order, from the history search or any order."""
+    for resource in [*resources, *(o.resource for o in orders)]:
+        if resource.get("status") == "entered-in-error":
+            continue
+        drug = identify(medication_concepts(resource, medications) or [], knowledge)
+        if drug and knowledge.drugs[drug].drug_class == "alkylating-agent":
+            return PastDrug(drug, reference(resource), status(resource) or "no status")
+    return None

@@ -1,0 +1,28 @@
+"""Data a rule needed that could not be had or read: one card naming each check and why.
+
+Run once per request, after the other rules, on the checks of the facts they asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..findings import Evidence, Finding
+from ..knowledge import Knowledge
+from . import Rule
+
+
+def data_unavailable(knowledge: Knowledge, unavailable: Mapping[str, list[str]]
+                     ) -> list[Finding]:
+    checks = tuple(check for check, reasons in unavailable.items() if reasons)
+    if not checks:
+        return []
+    evidence = tuple(Evidence("unavailable", {"check": check, "reason": reason})
+                     for check in checks for reason in unavailable[check])
+    return [Finding("data-unavailable", None, {"checks": checks}, evidence)]
+
+
+RULE = Rule(
+    name="data-unavailable", evaluate=data_unavailable, applies_to=frozenset(),
+    values=frozenset({"checks"}), findings=("data-unavailable",),
+    evidence={"unavailable": frozenset({"check", "reason"})},
+)
