@@ -38,8 +38,8 @@ import orjson
 
 from .config import Settings
 from .engine import Result
-from .protocol import HookRequest
 from .findings import Finding
+from .protocol import HookRequest
 from .store import Store, timestamp
 
 OPTION = "filter-out-repeated-alerts"

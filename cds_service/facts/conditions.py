@@ -6,8 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..fhir_read import Invalid, as_list, code_set, codings, concept_texts, effective_time
-from ..fhir_read import reference, status
+from ..fhir_read import (
+    Invalid,
+    as_list,
+    code_set,
+    codings,
+    concept_texts,
+    effective_time,
+    reference,
+    status,
+)
 from ..knowledge import Knowledge, schema
 from .counts import COUNTED_STATUSES
 from .orders import Order, identify, medication_concepts

@@ -7,8 +7,8 @@ from dataclasses import replace
 from ..facts.conditions import Conditions
 from ..facts.measurements import Measurement
 from ..facts.orders import Order, Orders
-from ..findings import Evidence, Finding
 from ..fhir_read import concept_texts
+from ..findings import Evidence, Finding
 from ..knowledge import Knowledge
 from . import THIOPURINE, Rule
 
