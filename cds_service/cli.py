@@ -99,6 +99,39 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _knowledge(args: argparse.Namespace) -> int:
+    """`knowledge check [DIR]`: the start-up check, for informaticists; `knowledge export DIR`:
+    a copy of the knowledge in use, to edit and point CDS_KNOWLEDGE_DIR at."""
+    import shutil
+
+    from .config import Settings
+    from .errors import KnowledgeError
+    from .knowledge import FILES, load_knowledge
+
+    source = Path(args.dir) if args.action == "check" and args.dir else (
+        Settings.from_env().knowledge_dir)
+    if args.action == "export":
+        target = Path(args.dir)
+        if target.exists():
+            print(f"{target} exists: choose a new folder", file=sys.stderr)
+            return 2
+        target.mkdir(parents=True)
+        for name in FILES:
+            shutil.copy(Path(source) / f"{name}.yaml", target / f"{name}.yaml")
+        print(f"Copied the knowledge in {source} to {target}. Edit it, run"
+              f" `azathioprine-cds knowledge check {target}`, then set"
+              f" CDS_KNOWLEDGE_DIR={target}.")
+        return 0
+    try:
+        knowledge = load_knowledge(source)
+    except KnowledgeError as error:
+        print(f"knowledge in {source} is not valid: {error}", file=sys.stderr)
+        return 1
+    print(f"knowledge in {source} is valid: version {knowledge.version}, "
+          f"{len(knowledge.cards.findings)} findings, {len(knowledge.services)} services")
+    return 0
+
+
 def _date(value: str) -> str:
     from .report import bound
 
@@ -143,7 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--html", metavar="FILE",
                         help="also write the report as one self-contained HTML page")
     report.set_defaults(run=_report)
+    knowledge = commands.add_parser(
+        "knowledge", help="check the knowledge files (cards/), or export a copy to edit")
+    knowledge.add_argument("action", choices=("check", "export"))
+    knowledge.add_argument("dir", nargs="?", help="check: the folder (default: the one in"
+                           " use); export: the new folder to write")
+    knowledge.set_defaults(run=_knowledge)
     args = parser.parse_args(argv)
+    if args.command == "knowledge" and args.action == "export" and not args.dir:
+        parser.error("knowledge export needs a folder to write")
     return args.run(args)
 
 
