@@ -102,12 +102,13 @@ def _remove(suggestion: schema.Suggestion, finding: Finding, _: Knowledge) -> di
 
 def _order_test(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge,
                 patient_id: str) -> dict:
-    code = knowledge.cards.tests[suggestion.test].code
+    test = knowledge.cards.tests[suggestion.test]
+    name = test.text or test.code.display
+    concept = {"coding": [test.code.model_dump()], "text": name} if test.code else {"text": name}
     request = {"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
-               "code": {"coding": [code.model_dump()], "text": code.display},
-               "subject": {"reference": f"Patient/{patient_id}"}}
+               "code": concept, "subject": {"reference": f"Patient/{patient_id}"}}
     return {"label": fill(suggestion.label, finding.values), "actions": [{
-        "type": "create", "description": f"Order {code.display}", "resource": request}]}
+        "type": "create", "description": f"Order {name}", "resource": request}]}
 
 
 def _suggestions(spec: schema.Finding, finding: Finding, knowledge: Knowledge,

@@ -32,7 +32,7 @@ class Settings:
     max_array_items: int = 20_000               # drafts, selections, entries of one Bundle
     strict_412: bool = False                    # 412 instead of a data-unavailable card
     log_level: str = "INFO"
-    suppress_repeats: bool = True               # order-sign drops non-critical order-select repeats
+    suppress_repeats: bool = False              # order-sign drops non-critical order-select repeats
     repeat_window_minutes: int = 720            # how long an order-select card counts as shown
 
     @classmethod

@@ -14,7 +14,7 @@ from .fhir_read import reference
 from .findings import Evidence, Finding
 from .knowledge import Knowledge
 from .protocol import HookRequest
-from .rules import RULES
+from .rules import RULES, Rule
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,29 @@ def _judges_anything(request: HookRequest) -> bool:
 
 def run_rules(facts: Facts, knowledge: Knowledge, names: tuple[str, ...] | list[str]
               ) -> list[Finding]:
-    """Each rule on each judged order it applies to, then data-unavailable on the checks of the
-    facts those rules asked for."""
+    """Each rule on each judged order it applies to, dose sense on each order's findings, then
+    data-unavailable on the checks of the facts those rules asked for (on patient-view the
+    active medication list is itself what is judged)."""
     rules = [RULES[name] for name in names]
+    sense = RULES["dose-sense"]
     findings: list[Finding] = []
-    needed = {"orders"}
+    hook = facts.request.hook
+    needed = {"orders"} if hook == "patient-view" else set()
+
+    def run(rule: Rule, first: object) -> list[Finding]:
+        needed.update(rule.needs)
+        return rule.evaluate(first, knowledge, **{name: facts[name] for name in rule.needs})
+
     for order in facts["orders"].judged:
-        for rule in rules:
-            if order.drug_class in rule.applies_to:
-                needed.update(rule.needs)
-                inputs = {name: facts[name] for name in rule.needs}
-                findings += rule.evaluate(order, knowledge, **inputs)
+        mine = [f for rule in rules if order.drug_class in rule.applies_to
+                for f in run(rule, order)]
+        if any(knowledge.cards.findings[f.key].if_reduced for f in mine):
+            mine = run(sense, mine)
+        findings += mine
     checks = {FACTS[name].check for name in needed if name in FACTS} | {CHECK_ORDER}
     unavailable = {c: r for c, r in facts.unavailable.items() if c in checks}
-    return findings + RULES["data-unavailable"].evaluate(knowledge, unavailable)
+    return findings + RULES["data-unavailable"].evaluate(hook, knowledge,
+                                                         unavailable=unavailable)
 
 
 def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,

@@ -126,6 +126,13 @@ def read_quantity(value: Any, where: str) -> Quantity | None:
     return Quantity(float(number), code or unit, unit or code, strings["comparator"])
 
 
+def unit_key(unit: str) -> str:
+    """A unit as labs write it, compared case-insensitively without blanks or dots, with the
+    micro signs read as "u": "Thousand/uL", "K/mcL" and "x10(9)/L" each match one entry."""
+    text = unit.lower().replace("µ", "u").replace("μ", "u")
+    return "".join(text.replace(".", "").split())
+
+
 def status(resource: dict) -> str:
     """The status code as a string ("" when absent or malformed), safe for set membership."""
     value = resource.get("status")

@@ -11,6 +11,10 @@ changed dose, a new count or result, another user or another finding changes the
 so the card is shown again.
 
 Design choices:
+- Off by default (as the PDDI-CDS guide's `filter-out-repeated-alerts` is): the service cannot
+  know a card was displayed or acted on.
+- A card whose suggestion was accepted (feedback) is shown again: the same draft at order-sign
+  means the accepted change was not made.
 - Critical cards are never suppressed. A select-time card may have been dismissed unread in a
   busy panel; repeating a critical card costs a click, missing one can cost a life-threatening
   myelosuppression. Only info and warning cards are candidates.
@@ -110,9 +114,16 @@ def plan(store: Store, request: HookRequest, body: object, result: Result, now: 
         return issued
     candidates = [i.fingerprint for i in issued if i.fingerprint and _suppressible(i)]
     since = timestamp(now - timedelta(minutes=settings.repeat_window_minutes))
-    earlier = store.shown_at_select(candidates, since)
+    earlier = {fingerprint: card for fingerprint, card in
+               store.shown_at_select(candidates, since).items() if not _accepted(store, card)}
     return [replace(i, repeat_of=earlier[i.fingerprint])
             if i.fingerprint in earlier and _suppressible(i) else i for i in issued]
+
+
+def _accepted(store: Store, card: str) -> bool:
+    """A suggestion of the card was accepted: the user asked for a change, and an unchanged
+    draft at order-sign (same fingerprint) means the change was not made, so it shows again."""
+    return any(item["outcome"] == "accepted" for item in store.feedback(card))
 
 
 def _suppressible(issued: Issued) -> bool:

@@ -43,7 +43,8 @@ def summarise(suggestion: dict) -> dict:
             "doseQuantity")
         out["dose"] = quantity["value"]
     else:
-        out["code"] = resource["code"]["coding"][0]["code"]
+        concept = resource["code"]
+        out["code"] = concept["coding"][0]["code"] if "coding" in concept else concept["text"]
     return out
 
 

@@ -126,9 +126,9 @@ def _conditions(facts: Facts) -> conditions.Conditions:
 
 
 def _pregnancy(facts: Facts) -> dict[str, conditions.Mention]:
-    """Pregnancy and breastfeeding: from conditions and order reasons, else the latest status
-    Observation."""
-    found = facts["conditions"].found
+    """Pregnancy and breastfeeding: from active conditions, else the latest status
+    Observation (an order's reason counts for that order: `Conditions.for_order`)."""
+    found = facts["conditions"].active
     problems: list[str] = []
     status = conditions.status_mentions(facts.data("pregnancyStatus").resources,
                                         facts.knowledge, problems)

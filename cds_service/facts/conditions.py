@@ -36,11 +36,14 @@ class Mention:
 
 @dataclass(frozen=True)
 class Conditions:
-    found: dict[str, Mention]       # condition set name -> first mention
-    texts: str                      # every condition's name, lower case (the indication)
+    """Each condition set of cards/conditions.yaml found: in an active Condition, or as the
+    reason of a judged order (which counts for that order only)."""
+    active: dict[str, Mention]                  # condition set name -> first active Condition
+    reasons: dict[str, dict[str, Mention]]      # order ref -> condition set name -> mention
 
-    def get(self, name: str) -> Mention | None:
-        return self.found.get(name)
+    def for_order(self, order: Order) -> dict[str, Mention]:
+        """What applies to an order: its own reasons first, then the active conditions."""
+        return {**self.active, **self.reasons.get(order.ref, {})}
 
 
 def matches(concept: object, spec: schema.ConditionSet) -> bool:
@@ -64,20 +67,17 @@ def is_active(resource: dict) -> bool:
 
 def read_conditions(resources: Iterable[dict], judged: Iterable[Order],
                     knowledge: Knowledge) -> Conditions:
-    found: dict[str, Mention] = {}
-    for order in judged:
-        for name in READ:
-            if name not in found and matches(order.reasons, knowledge.conditions[name]):
-                found[name] = Mention("reason", order.ref)
-    conditions = [c for c in resources if c.get("resourceType") == "Condition"]
-    texts = " ".join(t.lower() for c in conditions for t in concept_texts(c.get("code")))
-    for condition in conditions:
-        if not is_active(condition):
+    sets = knowledge.conditions
+    reasons = {order.ref: {name: Mention("reason", order.ref) for name, spec in sets.items()
+                           if matches(order.reasons, spec)} for order in judged}
+    active: dict[str, Mention] = {}
+    for condition in resources:
+        if condition.get("resourceType") != "Condition" or not is_active(condition):
             continue
-        for name in READ:
-            if name not in found and matches(condition.get("code"), knowledge.conditions[name]):
-                found[name] = Mention("condition", reference(condition))
-    return Conditions(found, texts)
+        for name, spec in sets.items():
+            if name not in active and matches(condition.get("code"), spec):
+                active[name] = Mention("condition", reference(condition))
+    return Conditions(active, {ref: found for ref, found in reasons.items() if found})
 
 
 def status_mentions(observations: Iterable[dict], knowledge: Knowledge,

@@ -1,8 +1,10 @@
-"""Blood counts from Observations: pick by code, keep counted results, normalise units.
+"""Blood counts from Observations: pick by code, keep results that count, normalise units.
 
 The rules read two counts per analyte: the latest readable one in the look-back window, and the
 highest before it (the baseline of a falling trend). Only those are read in full, so 2,000 counts
-cost a few element reads, not 2,000.
+cost a few element reads, not 2,000. A newer count that cannot be read is remembered, so the
+latest readable one is never shown as the current count. A preliminary count is evidence: it is
+used, and said to be preliminary.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..fhir_read import Invalid, as_list, codings, effective_time, read_quantity, reference, status
+from ..fhir_read import unit_key
 from ..knowledge import Knowledge, schema
 
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})
+STATUSES = COUNTED_STATUSES | {"preliminary"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class Count:
     lower_limit: float | None   # the lab's own referenceRange.low, 10*9/L
     inferred_unit: bool
     resource: str
+    status: str = "final"
+    derived: bool = False       # leukocytes x neutrophil %
+    newer_unreadable: tuple[str, ...] = ()  # newer counts of this analyte that could not be read
 
 
 @dataclass(frozen=True)
@@ -34,15 +41,24 @@ class Counts:
     problems: tuple[str, ...] = ()
 
 
-def _analyte(observation: dict, knowledge: Knowledge) -> str | None:
+def _code_index(knowledge: Knowledge) -> dict[str, tuple[str, bool]]:
+    """LOINC code -> (analyte, is a percentage of another count)."""
+    index = {code: (name, False) for code, name in knowledge.analyte_by_code.items()}
+    for name, analyte in knowledge.labs.analytes.items():
+        if analyte.from_percent:
+            index.update({code: (name, True) for code in analyte.from_percent.codes})
+    return index
+
+
+def _analyte(observation: dict, index: dict, knowledge: Knowledge) -> tuple[str, bool] | None:
     for system, code in codings(observation.get("code")):
-        if system in (knowledge.labs.loinc, "") and code in knowledge.analyte_by_code:
-            return knowledge.analyte_by_code[code]
+        if system in (knowledge.labs.loinc, "") and code in index:
+            return index[code]
     return None
 
 
 def _factor(unit: str, knowledge: Knowledge) -> float | None:
-    return knowledge.labs.units.factors.get(unit)
+    return knowledge.labs.units.factors.get(unit_key(unit)) if unit else None
 
 
 def _inferred_factor(value: float, analyte: schema.Analyte) -> float | None:
@@ -81,7 +97,7 @@ def _count(observation: dict, name: str, when: datetime, knowledge: Knowledge,
     if low is not None:
         own = _factor(low.unit, knowledge)
         limit = low.value * (own if own is not None else factor)
-    return Count(name, quantity.value * factor, when, limit, inferred, ref)
+    return Count(name, quantity.value * factor, when, limit, inferred, ref, status(observation))
 
 
 def _lower_limit(observation: dict):
@@ -98,17 +114,19 @@ def _rough_value(observation: dict, name: str, knowledge: Knowledge) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return -1.0
     unit = quantity.get("code") or quantity.get("unit")
-    factor = (_factor(unit.strip(), knowledge) if isinstance(unit, str) else None) or (
+    factor = (_factor(unit, knowledge) if isinstance(unit, str) else None) or (
         _inferred_factor(value, knowledge.labs.analytes[name])) or 0.0
     return value * factor
 
 
 def _first_readable(candidates: list[tuple[datetime, dict]], name: str, knowledge: Knowledge,
                     problems: list[str]) -> tuple[Count | None, int]:
+    unreadable = []
     for index, (when, observation) in enumerate(candidates):
         count = _count(observation, name, when, knowledge, problems)
         if count:
-            return count, index
+            return Count(**{**count.__dict__, "newer_unreadable": tuple(unreadable)}), index
+        unreadable.append(reference(observation))
     return None, len(candidates)
 
 
@@ -117,7 +135,7 @@ def _latest_and_peak(candidates: list[tuple[datetime, dict]], name: str, knowled
     latest, index = _first_readable(candidates, name, knowledge, problems)
     if latest is None:
         return ()
-    fall = knowledge.labs.trend_fall_fraction
+    fall = min(knowledge.labs.trend_fall_fraction, knowledge.labs.itp.fall_fraction)
     earlier = sorted(((_rough_value(o, name, knowledge), when, o)
                       for when, o in candidates[index + 1:]), key=lambda c: c[0], reverse=True)
     if not earlier or earlier[0][0] * (1 - fall) < latest.value:
@@ -126,16 +144,40 @@ def _latest_and_peak(candidates: list[tuple[datetime, dict]], name: str, knowled
     return (latest, peak) if peak and peak.value > latest.value else (latest,)
 
 
+def _from_percent(percents: list[tuple[datetime, dict]], name: str,
+                  candidates: dict[str, list[tuple[datetime, dict]]], knowledge: Knowledge,
+                  problems: list[str]) -> tuple[Count, ...]:
+    """An absolute count from the newest percentage with a whole count taken at the same time."""
+    spec = knowledge.labs.analytes[name].from_percent
+    wholes = {when: o for when, o in candidates.get(spec.of, ())}
+    for when, observation in sorted(percents, key=lambda c: c[0], reverse=True):
+        if when not in wholes:
+            continue
+        whole = _count(wholes[when], spec.of, when, knowledge, problems)
+        try:
+            percent = read_quantity(observation.get("valueQuantity"), "valueQuantity")
+        except Invalid as error:
+            problems.append(f"{reference(observation)}: {error}")
+            continue
+        if whole and percent and percent.unit in ("%", "") and 0 <= percent.value <= 100:
+            ref = f"{reference(observation)} x {whole.resource}"
+            return (Count(name, whole.value * percent.value / 100, when, None,
+                          whole.inferred_unit, ref, status(observation), derived=True),)
+    return ()
+
+
 def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datetime,
                 complete: bool) -> Counts:
     since = now - timedelta(days=knowledge.labs.lookback_days)
     soon = now + timedelta(days=1)  # a clock a little ahead is not a future result
+    index = _code_index(knowledge)
     problems: list[str] = []
     latest = None
     candidates: dict[str, list[tuple[datetime, dict]]] = {}
+    percents: dict[str, list[tuple[datetime, dict]]] = {}
     for observation in observations:
-        name = _analyte(observation, knowledge)
-        if name is None or status(observation) not in COUNTED_STATUSES:
+        found = _analyte(observation, index, knowledge)
+        if found is None or status(observation) not in STATUSES:
             continue
         try:
             when = effective_time(observation)
@@ -145,14 +187,19 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
         if when is None:
             problems.append(f"{reference(observation)} has no date")
             continue
-        if when <= soon and (latest is None or when > latest):
+        name, percent = found
+        if when <= soon and not percent and (latest is None or when > latest):
             latest = when
         if since <= when <= soon:
-            candidates.setdefault(name, []).append((when, observation))
+            (percents if percent else candidates).setdefault(name, []).append((when, observation))
     by_analyte = {}
     for name in knowledge.labs.analytes:
-        mine = sorted(candidates.get(name, ()), key=lambda c: c[0], reverse=True)
+        # newest first; at the same time a final result before a preliminary one
+        mine = sorted(candidates.get(name, ()), key=lambda c: (c[0], status(c[1]) in
+                                                              COUNTED_STATUSES), reverse=True)
         counts = _latest_and_peak(mine, name, knowledge, problems)
+        if not counts and percents.get(name):
+            counts = _from_percent(percents[name], name, candidates, knowledge, problems)
         if counts:
             by_analyte[name] = counts
     return Counts(by_analyte, latest, complete, tuple(problems))

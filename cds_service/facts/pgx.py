@@ -17,10 +17,11 @@ from ..fhir_read import Invalid, as_list, effective_time, read_quantity, referen
 from ..knowledge import Knowledge, Pgx, PgxCode
 from .counts import COUNTED_STATUSES
 
-# Same-dated results tie-break to the more severe phenotype: under-calling deficiency is the
-# dangerous error.
+# When results disagree the more severe governs: under-calling deficiency is the dangerous error.
 SEVERITY = {"normal": 0, "indeterminate": 1, "possible_intermediate": 2, "intermediate": 3,
-            "poor": 4}
+            "intermediate_or_poor": 4, "poor": 5}
+# A preliminary result is evidence too (the card says it is preliminary).
+STATUSES = COUNTED_STATUSES | {"preliminary"}
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,26 @@ class GeneResult:
     detail: str          # what the lab sent, and how it was read
     resource: str        # "Observation/<id>" (or "Observation" when the id is missing)
     effective: str       # the date as given, or "undated"
+    status: str = "final"
 
 
 @dataclass(frozen=True)
 class PgxResults:
-    by_gene: dict[str, GeneResult] = field(default_factory=dict)
+    by_gene: dict[str, GeneResult] = field(default_factory=dict)      # the governing result
+    results: dict[str, tuple[GeneResult, ...]] = field(default_factory=dict)  # all, newest first
     complete: bool = True            # False: a result may exist that could not be had or read
     problems: tuple[str, ...] = ()
+
+    def conflict(self, gene: str) -> bool:
+        """The gene's results disagree (the governing one is the most severe)."""
+        return len({r.phenotype for r in self.results.get(gene, ())}) > 1
+
+    @property
+    def uncertain(self) -> bool:
+        """A phenotype the results do not settle: not all could be had or read, conflicting,
+        or a low activity no band places. A dose is never judged 'already reduced' then."""
+        return not self.complete or any(self.conflict(g) or r.phenotype == "intermediate_or_poor"
+                                        for g, r in self.by_gene.items())
 
 
 class _Reading(NamedTuple):
@@ -68,12 +82,12 @@ def _patterns(genes: tuple[str, ...]) -> _Patterns:
 
 
 def read_pgx(observations: tuple[dict, ...], knowledge: Knowledge, complete: bool) -> PgxResults:
-    """The latest readable result per gene (undated ranks last; same date: the more severe)."""
+    """Every readable result per gene; the most severe governs (same phenotype: the newest)."""
     pgx = knowledge.pgx
     relevant = [o for o in observations if o.get("resourceType") == "Observation"
-                and status(o) in COUNTED_STATUSES and _relevant(pgx, o)]
+                and status(o) in STATUSES and _relevant(pgx, o)]
     by_ref = {f"Observation/{o['id']}": o for o in relevant if isinstance(o.get("id"), str)}
-    best: dict[str, tuple[tuple, GeneResult]] = {}
+    found: dict[str, list[tuple[tuple, GeneResult]]] = {}
     problems: list[str] = []
     for obs in relevant:
         resource = reference(obs)
@@ -92,13 +106,15 @@ def read_pgx(observations: tuple[dict, ...], knowledge: Knowledge, complete: boo
             if r.phenotype == "unknown":
                 problems.append(f"{resource}: {r.gene} {r.detail}; result not used")
                 continue
-            result = GeneResult(r.gene, r.phenotype, r.form, r.detail, resource, shown)
-            rank = (instant is not None, instant or datetime.min.replace(tzinfo=UTC),
-                    SEVERITY[r.phenotype])
-            if r.gene not in best or rank > best[r.gene][0]:
-                best[r.gene] = (rank, result)
-    return PgxResults({g: r for g, (_, r) in best.items()}, complete and not problems,
-                      tuple(problems))
+            result = GeneResult(r.gene, r.phenotype, r.form, r.detail, resource, shown,
+                                status(obs))
+            newest = (instant is not None, instant or datetime.min.replace(tzinfo=UTC))
+            found.setdefault(r.gene, []).append((newest, result))
+    results = {gene: tuple(r for _, r in sorted(items, key=lambda i: i[0], reverse=True))
+               for gene, items in found.items()}
+    governing = {gene: max(items, key=lambda r: SEVERITY[r.phenotype])
+                 for gene, items in results.items()}
+    return PgxResults(governing, results, complete and not problems, tuple(problems))
 
 
 def _known(pgx: Pgx, coding: Any) -> PgxCode | None:
@@ -111,8 +127,9 @@ def _known(pgx: Pgx, coding: Any) -> PgxCode | None:
 
 
 def _relevant(pgx: Pgx, observation: dict) -> bool:
-    """Could this Observation carry a TPMT/NUDT15 result? A malformed shape counts as yes, so
-    that it is reported rather than dropped."""
+    """Could this Observation carry a TPMT/NUDT15 result? A malformed shape, or a code the
+    service does not know whose name names one of the genes, counts as yes, so that it is read
+    or reported rather than dropped."""
     try:
         generic = False
         for coding in as_list((observation.get("code") or {}).get("coding")):
@@ -122,7 +139,9 @@ def _relevant(pgx: Pgx, observation: dict) -> bool:
                     return True
                 generic = True
         if not generic:
-            return False
+            names = _texts(observation.get("code"))
+            return bool(names) and any(
+                _patterns(tuple(sorted(pgx.spec.genes))).gene_word.search(n) for n in names)
         # A generic code (e.g. 84413-4) is ours unless its gene component names another gene.
         reader = _Reader(pgx, {})
         named = [c for c in as_list(observation.get("component"))
@@ -257,18 +276,33 @@ class _Reader:
     # ---- activity form (TPMT only) -------------------------------------------------------
 
     def read_activity(self, obs: dict, gene: str) -> _Reading:
+        """The most severe of the lab's flag, its words and the value against its range."""
         quantity = read_quantity(obs.get("valueQuantity"), "valueQuantity")
         shown = (f"activity {quantity.comparator or ''}{quantity.value:g} {quantity.display}"
                  .rstrip() if quantity else "activity")
-        phenotype, basis = self.activity_flag(obs)
-        if phenotype is None and quantity is not None:
-            phenotype, basis = self.activity_range(quantity.value, quantity.unit,
-                                                   as_list(obs.get("referenceRange")))
-        if phenotype is None:
+        readings = [self.activity_flag(obs), self.activity_words(obs)]
+        if quantity is not None:
+            readings.append(self.activity_range(quantity.value, quantity.unit,
+                                                as_list(obs.get("referenceRange"))))
+        readings = [r for r in readings if r[0] is not None]
+        if not readings:
             return _Reading(gene, "unknown", "activity",
                             f"{shown} has no interpretation or reference range the service can "
                             "read (cut-offs differ by lab)")
+        phenotype = max(readings, key=lambda r: SEVERITY[r[0]])[0]
+        basis = "; ".join(b for p, b in readings)
         return _Reading(gene, phenotype, "activity", f"{shown}, {basis}")
+
+    def activity_words(self, obs: dict) -> tuple[str | None, str]:
+        """Words such as "deficient" in the value, the interpretation text or the notes."""
+        texts = _strings(obs.get("valueString")) + _texts(obs.get("valueCodeableConcept"))
+        texts += [t for c in as_list(obs.get("interpretation")) for t in _texts(c)]
+        texts += [n["text"] for n in as_list(obs.get("note"))
+                  if isinstance(n, dict) and isinstance(n.get("text"), str)]
+        words = self.pgx.spec.activity.words
+        found = [(phenotype, f'the lab wrote "{word}"') for text in texts for word, phenotype
+                 in words.items() if re.search(rf"\b{re.escape(word)}\b", text, re.I)]
+        return max(found, key=lambda f: SEVERITY[f[0]]) if found else (None, "")
 
     def activity_flag(self, obs: dict) -> tuple[str | None, str]:
         """The lab's own Observation.interpretation, most severe if it gives several."""
@@ -305,7 +339,7 @@ class _Reader:
                 continue
             label = _range_label(rng)
             phenotype = self.pgx.spec.activity.range_text.get(label) if label else "normal"
-            if phenotype and _within(value, rng):
+            if phenotype and phenotype != "normal" and _within(value, rng):
                 inside.append((phenotype, f"in the lab's {label or 'reference'} range "
                                f"{_range_text(rng)}"))
             if phenotype == "normal" and normal is None:
@@ -315,9 +349,14 @@ class _Reader:
         if normal is None:
             return None, ""
         low = _bound(normal, "low")
-        if low is not None and value < low:
-            return "intermediate", f"below the reference range {_range_text(normal)}"
-        return "normal", f"above the reference range {_range_text(normal)}"
+        if low is None or value >= low:
+            return "normal", f"within or above the reference range {_range_text(normal)}"
+        spec = self.pgx.spec.activity
+        ratio = value / low if low > 0 else 0.0
+        phenotype = ("poor" if ratio < spec.poor_below else "intermediate_or_poor"
+                     if ratio < spec.intermediate_from else "intermediate")
+        return phenotype, (f"{ratio:.2f} of the lower limit of the reference range "
+                           f"{_range_text(normal)}")
 
     # ---- genes and components ------------------------------------------------------------
 

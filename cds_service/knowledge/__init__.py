@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import KnowledgeError
+from ..fhir_read import unit_key
 from . import schema
 
 _HERE = Path(__file__).resolve().parent.parent
@@ -210,6 +211,16 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
             if analyte_by_code.setdefault(code, name) != name:
                 raise KnowledgeError(f"labs.yaml: analytes.{name}: code {code} already belongs"
                                      f" to {analyte_by_code[code]}")
+    for unit in labs.units.factors:
+        if unit_key(unit) != unit:
+            raise KnowledgeError(f"labs.yaml: units.factors: write '{unit}' as"
+                                 f" '{unit_key(unit)}' (lower case, no blanks or dots)")
+    for name, analyte in labs.analytes.items():
+        derived = analyte.from_percent
+        if derived and (derived.of not in labs.analytes or any(
+                c in analyte_by_code for c in derived.codes)):
+            raise KnowledgeError(f"labs.yaml: analytes.{name}.from_percent: 'of' must name an"
+                                 " analyte, and its codes must not be absolute-count codes")
     pgx = _pgx(pgx_spec)
     conditions = files["conditions"].conditions
     knowledge = Knowledge(

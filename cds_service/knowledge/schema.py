@@ -19,9 +19,9 @@ Sources = Annotated[list[Id], Field(min_length=1)]
 Indicator = Literal["info", "warning", "critical"]
 INDICATORS: tuple[str, ...] = ("info", "warning", "critical")
 PHENOTYPES = ("normal", "intermediate", "possible_intermediate", "poor", "indeterminate",
-              "unknown")
+              "intermediate_or_poor", "unknown")
 Phenotype = Literal["normal", "intermediate", "possible_intermediate", "poor", "indeterminate",
-                    "unknown"]
+                    "intermediate_or_poor", "unknown"]
 _LOINC = re.compile(r"^(\d{1,7})-(\d)$")
 
 
@@ -65,10 +65,11 @@ ORDERED_CLASSES = ("thiopurine", "xanthine-oxidase-inhibitor")
 
 
 class DoseRange(Model):
+    indication: Id | None = None     # a condition set of conditions.yaml; None: no known one
     range: tuple[PositiveNumber, PositiveNumber]
-    words: list[str] = []
     label: Id
     new_start_only: bool = False
+    source: Id | list[Id]
 
     @model_validator(mode="after")
     def _ordered(self) -> DoseRange:
@@ -101,8 +102,7 @@ class Drug(Model):
     products: dict[Code, PositiveNumber] = {}
     groups: list[Code] = []
     dose_step_mg: PositiveNumber | None = None
-    normal_mg_kg_day: PositiveNumber | None = None
-    dose_ranges_mg_kg_day: dict[Id, DoseRange] = {}
+    dose_mg_kg_day: list[DoseRange] = []
     interaction: Interaction | None = None
     source: Sources
 
@@ -110,8 +110,9 @@ class Drug(Model):
     def _complete(self) -> Drug:
         if self.drug_class in ORDERED_CLASSES and (not self.products or not self.dose_step_mg):
             raise ValueError(f"a {self.drug_class} needs products and dose_step_mg")
-        if self.dose_ranges_mg_kg_day and "default" not in self.dose_ranges_mg_kg_day:
-            raise ValueError("dose ranges need a 'default'")
+        ranges = self.dose_mg_kg_day
+        if ranges and (ranges[-1].indication or any(r.indication is None for r in ranges[:-1])):
+            raise ValueError("dose_mg_kg_day: the last entry, and only it, has no indication")
         return self
 
 
@@ -125,6 +126,12 @@ class DrugsFile(File):
 NonNegative = Annotated[float, Field(ge=0)]
 
 
+class FromPercent(Model):
+    codes: Annotated[list[Code], Field(min_length=1)]
+    of: Id                          # the analyte whose absolute count the % applies to
+    source: Id
+
+
 class Analyte(Model):
     display: Id
     codes: Annotated[list[Code], Field(min_length=1)]
@@ -132,6 +139,7 @@ class Analyte(Model):
     lower_limit: PositiveNumber
     itp_sensitive: bool
     infer_unit: dict[Literal["per_L9", "per_uL"], tuple[NonNegative, NonNegative]]
+    from_percent: FromPercent | None = None
     source: Sources
 
     @model_validator(mode="after")
@@ -145,8 +153,21 @@ class Analyte(Model):
 
 
 class Units(Model):
-    source: Id
+    source: Id | list[Id]
     factors: dict[Code, PositiveNumber]
+
+
+class Itp(Model):
+    bleeding_below: PositiveNumber
+    severe_bleeding_below: PositiveNumber
+    fall_fraction: Fraction
+    source: Sources
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Itp:
+        if self.severe_bleeding_below >= self.bleeding_below:
+            raise ValueError("severe_bleeding_below must be below bleeding_below")
+        return self
 
 
 class BodyWeight(Model):
@@ -190,6 +211,7 @@ class LabsFile(File):
     loinc: Id
     lookback_days: Annotated[int, Field(gt=0)]
     trend_fall_fraction: Fraction
+    itp: Itp
     window_source: Sources
     analytes: dict[Id, Analyte]
     units: Units
@@ -248,6 +270,7 @@ class Suggestion(Model):
 class IfReduced(Model):
     max_fraction: Annotated[float, Field(gt=0, le=1)]
     finding: Id
+    reason: Id                       # how the card names this reduction, e.g. "allopurinol (1/3)"
 
 
 class Finding(Model):
@@ -280,8 +303,15 @@ class TestCode(Model):
 
 
 class OrderableTest(Model):
-    code: TestCode
+    code: TestCode | None = None    # without a verified code, the test is ordered by name
+    text: Id | None = None
     source: Id
+
+    @model_validator(mode="after")
+    def _named(self) -> OrderableTest:
+        if self.code is None and self.text is None:
+            raise ValueError("a test needs a code or a text")
+        return self
 
 
 class RulesFile(File):
@@ -369,9 +399,18 @@ class PairRules(Model):
 
 class Activity(Model):
     source: Id | list[Id]
+    poor_below: Fraction
+    intermediate_from: Fraction
     interpretation_codes: dict[Id, Phenotype]
     interpretation_text: dict[Id, Phenotype]
+    words: dict[Id, Phenotype]
     range_text: dict[Id, Phenotype]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Activity:
+        if self.poor_below > self.intermediate_from:
+            raise ValueError("poor_below must not be above intermediate_from")
+        return self
 
 
 class LadderMatch(Model):

@@ -120,6 +120,7 @@ def _cards(knowledge: Knowledge, rules: dict) -> None:
 
 def _services(knowledge: Knowledge, rules: dict) -> None:
     from ..facts import FACTS, keys_of
+    from ..rules import STAGES
 
     for service in knowledge.services.values():
         where = f"services.yaml: services.{service.id}"
@@ -127,9 +128,9 @@ def _services(knowledge: Knowledge, rules: dict) -> None:
             if key not in knowledge.prefetch:
                 raise _fail(where, f"prefetch key '{key}' has no query in prefetch")
         for name in service.rules:
-            if name not in rules or name == "data-unavailable":
+            if name not in rules or name in STAGES:
                 raise _fail(where, f"rules: unknown rule '{name}' (known: "
-                                   f"{sorted(set(rules) - {'data-unavailable'})})")
+                                   f"{sorted(set(rules) - set(STAGES))})")
             for fact in rules[name].needs:
                 if fact not in FACTS:
                     raise _fail(where, f"rule '{name}' asks for an unknown fact '{fact}'")
@@ -152,6 +153,10 @@ def _drugs(knowledge: Knowledge) -> None:
     for name, drug in knowledge.drugs.items():
         if drug.allergy_group and drug.drug_class != "thiopurine":
             raise _fail("drugs.yaml", f"drugs.{name}: only thiopurines have an allergy group")
+        for i, entry in enumerate(drug.dose_mg_kg_day):
+            if entry.indication and entry.indication not in knowledge.conditions:
+                raise _fail("drugs.yaml", f"drugs.{name}.dose_mg_kg_day[{i}]: indication"
+                                          f" '{entry.indication}' is not in conditions.yaml")
     if not labs.body_weight.units.keys() >= {"kg"}:
         raise _fail("labs.yaml", "body_weight.units: 'kg' is required")
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from ..knowledge import Knowledge
 
 THIOPURINE, XO_INHIBITOR = "thiopurine", "xanthine-oxidase-inhibitor"
+# Rules the engine runs itself after the services' rules: on each order's findings, and once on
+# the checks whose data could not be had. A service does not list them.
+STAGES = ("dose-sense", "data-unavailable")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ def _registry() -> dict[str, Rule]:
         cytopenia,
         data_unavailable,
         dose,
+        dose_sense,
         hepatotoxicity,
         interactions,
         monitoring,
@@ -58,7 +62,7 @@ def _registry() -> dict[str, Rule]:
         xanthine_oxidase,
     )
     modules = (pgx, untested, xanthine_oxidase, cytopenia, dose, monitoring, hepatotoxicity,
-               interactions, contraindications, pregnancy, data_unavailable)
+               interactions, contraindications, pregnancy, dose_sense, data_unavailable)
     return {m.RULE.name: m.RULE for m in modules}
 
 

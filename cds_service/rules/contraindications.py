@@ -22,7 +22,7 @@ def contraindications(order: Order, knowledge: Knowledge, *, allergies: tuple[Al
         values = {"drug": drug, "allergen": knowledge.drugs[allergy.drug].display}
         findings.append(Finding("hypersensitivity", order, values,
                                 (Evidence("allergy", {"resource": allergy.resource}),)))
-    ra = conditions.get("rheumatoid-arthritis")
+    ra = conditions.for_order(order).get("rheumatoid-arthritis")
     if order.drug == "azathioprine" and ra and alkylating:
         evidence = (condition_evidence("rheumatoid-arthritis", ra, knowledge),
                     Evidence("alkylating", {"resource": alkylating.resource,

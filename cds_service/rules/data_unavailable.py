@@ -11,18 +11,21 @@ from ..knowledge import Knowledge
 from . import Rule
 
 
-def data_unavailable(knowledge: Knowledge, unavailable: Mapping[str, list[str]]
-                     ) -> list[Finding]:
+def data_unavailable(hook: str, knowledge: Knowledge, *,
+                     unavailable: Mapping[str, list[str]]) -> list[Finding]:
     checks = tuple(check for check, reasons in unavailable.items() if reasons)
     if not checks:
         return []
     evidence = tuple(Evidence("unavailable", {"check": check, "reason": reason})
                      for check in checks for reason in unavailable[check])
-    return [Finding("data-unavailable", None, {"checks": checks}, evidence)]
+    # On patient-view nothing is being ordered: info is enough, but never silence.
+    key = "data-unavailable-patient-view" if hook == "patient-view" else "data-unavailable"
+    return [Finding(key, None, {"checks": checks}, evidence)]
 
 
 RULE = Rule(
     name="data-unavailable", evaluate=data_unavailable, applies_to=frozenset(),
-    values=frozenset({"checks"}), findings=("data-unavailable",),
+    values=frozenset({"checks"}),
+    findings=("data-unavailable", "data-unavailable-patient-view"),
     evidence={"unavailable": frozenset({"check", "reason"})},
 )

@@ -1,18 +1,16 @@
-"""Dose per kg: above the indication's labelled range, and whether a dose is already reduced."""
+"""Dose per kg against the usual dose for the order's indication (cards/drugs.yaml)."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from ..facts.conditions import Conditions
 from ..facts.measurements import Measurement
 from ..facts.orders import Order, Orders
-from ..fhir_read import concept_texts
 from ..findings import Evidence, Finding
-from ..knowledge import Knowledge
+from ..knowledge import Knowledge, schema
 from . import THIOPURINE, Rule
 
-PER_KG = frozenset({"dose_kg", "weight", "normal", "resource"})
+# The values dose sense adds to a card it makes quieter (rules/dose_sense.py).
+SENSED = frozenset({"dose_kg", "usual", "indication", "limit_kg", "reductions"})
 
 
 def mg_kg_day(order: Order | None, weight: Measurement | None) -> float | None:
@@ -22,37 +20,47 @@ def mg_kg_day(order: Order | None, weight: Measurement | None) -> float | None:
     return None if per_day is None else per_day / weight.value
 
 
-def maybe_reduced(finding: Finding, weight: Measurement | None,
-                  knowledge: Knowledge) -> Finding:
-    """A dose already inside the reduced range gets the finding's quieter variant."""
-    reduced = knowledge.cards.findings[finding.key].if_reduced
-    order = finding.target or finding.order
-    dose = mg_kg_day(order, weight)
-    normal = knowledge.drugs[order.drug].normal_mg_kg_day if order and order.drug else None
-    if not reduced or dose is None or not normal or dose > reduced.max_fraction * normal:
-        return finding
-    evidence = Evidence("dose-per-kg", {"dose_kg": dose, "weight": weight.value,
-                                        "resource": weight.resource, "normal": normal})
-    return replace(finding, key=reduced.finding, evidence=(*finding.evidence, evidence),
-                   values={**finding.values, "dose_kg": dose})
+def _entries(order: Order, orders: Orders, knowledge: Knowledge) -> list[schema.DoseRange]:
+    new_start = not orders.established(order.drug)
+    return [e for e in knowledge.drugs[order.drug].dose_mg_kg_day
+            if new_start or not e.new_start_only]
+
+
+def usual_dose(order: Order, conditions: Conditions, orders: Orders,
+               knowledge: Knowledge) -> schema.DoseRange | None:
+    """The entry for the order's indication (its reason, else an active condition), else the
+    last entry (no known indication); None for a drug without ranges."""
+    entries = _entries(order, orders, knowledge)
+    found = conditions.for_order(order)
+    return next((e for e in entries if e.indication in found), entries[-1] if entries else None)
+
+
+def lowest_usual(order: Order, conditions: Conditions, orders: Orders,
+                 knowledge: Knowledge) -> tuple[float, str] | None:
+    """(mg/kg/day, indication label) a reduced dose is judged against: the low end for the
+    known indication, else the lowest of any indication (conservative)."""
+    entries = _entries(order, orders, knowledge)
+    entry = usual_dose(order, conditions, orders, knowledge)
+    if entry is None:
+        return None
+    if entry.indication is None:
+        lowest = min(entries, key=lambda e: e.range[0])
+        return lowest.range[0], f"any indication ({lowest.label})"
+    return entry.range[0], entry.label
 
 
 def dose(order: Order, knowledge: Knowledge, *, orders: Orders, weight: Measurement | None,
          conditions: Conditions) -> list[Finding]:
-    """Above the indication's labelled mg/kg/day range (drugs with ranges in cards/)."""
-    ranges = knowledge.drugs[order.drug].dose_ranges_mg_kg_day
+    """Above the usual mg/kg/day range for the indication."""
     per_kg = mg_kg_day(order, weight)
-    if not ranges or per_kg is None:
+    entry = usual_dose(order, conditions, orders, knowledge)
+    if entry is None or per_kg is None:
         return []
-    texts = " ".join([conditions.texts, *(t.lower() for t in concept_texts(order.reasons))])
-    new_start = not orders.established(order.drug)
-    spec = next((r for r in ranges.values() if any(w in texts for w in r.words) and (
-        new_start or not r.new_start_only)), ranges["default"])
-    low, high = spec.range
+    low, high = entry.range
     if per_kg <= high:
         return []
     values = {"drug": knowledge.drugs[order.drug].display, "dose_kg": per_kg, "low": low,
-              "high": high, "indication": spec.label, "dose_day": order.dose.mg_per_day,
+              "high": high, "indication": entry.label, "dose_day": order.dose.mg_per_day,
               "weight": weight.value, "fraction": high / per_kg}
     evidence = Evidence("dose-weight", {"dose_day": order.dose.mg_per_day, "weight": weight.value,
                                         "date": weight.when, "resource": weight.resource})

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from ..facts.measurements import Measurement
+from ..facts.conditions import Conditions
 from ..facts.orders import Order
 from ..facts.pgx import GeneResult, PgxResults
 from ..findings import Evidence, Finding
 from ..knowledge import Knowledge, schema
 from . import THIOPURINE, Rule
-from .dose import PER_KG, maybe_reduced
+from .dose import SENSED
 
-RESULT = frozenset({"gene", "detail", "form", "phenotype", "resource", "date"})
-
-
-def evidence(result: GeneResult, knowledge: Knowledge) -> Evidence:
-    return Evidence("pgx-result", {
-        "gene": result.gene, "detail": result.detail, "form": result.form,
-        "phenotype": knowledge.pgx.spec.phenotypes.labels[result.phenotype],
-        "resource": result.resource, "date": result.effective})
+RESULT = frozenset({"gene", "detail", "form", "phenotype", "resource", "date", "status"})
+CONFLICT = frozenset({"gene", "phenotypes"})
 
 
 def _matching(row: schema.LadderRow, results: dict[str, GeneResult],
@@ -30,17 +24,44 @@ def _matching(row: schema.LadderRow, results: dict[str, GeneResult],
     return hits
 
 
-def pgx(order: Order, knowledge: Knowledge, *, pgx: PgxResults,
-        weight: Measurement | None) -> list[Finding]:
-    results = pgx.by_gene
+def _ladder(order: Order, pgx: PgxResults, conditions: Conditions,
+            knowledge: Knowledge) -> tuple[str, tuple[str, ...]] | None:
+    """(finding key, the genes that matched) of the first matching row."""
+    del order, conditions  # the rows match on phenotypes only so far
     for row in knowledge.pgx.spec.ladder:
-        genes = _matching(row, results, knowledge)
+        genes = _matching(row, pgx.by_gene, knowledge)
         if genes:
-            values = {"drug": knowledge.drugs[order.drug].display, "gene": genes}
-            found = Finding(row.finding, order, values,
-                            tuple(evidence(r, knowledge) for r in results.values()))
-            return [maybe_reduced(found, weight, knowledge)]
-    return []
+            return row.finding, genes
+    return None
+
+
+def ladder_finding(order: Order, pgx: PgxResults, conditions: Conditions,
+                   knowledge: Knowledge) -> str | None:
+    found = _ladder(order, pgx, conditions, knowledge)
+    return found[0] if found else None
+
+
+def _evidence(pgx: PgxResults, knowledge: Knowledge) -> tuple[Evidence, ...]:
+    labels = knowledge.pgx.spec.phenotypes.labels
+    lines = [Evidence("pgx-result", {
+        "gene": r.gene, "detail": r.detail, "form": r.form, "phenotype": labels[r.phenotype],
+        "resource": r.resource, "date": r.effective, "status": r.status})
+        for results in pgx.results.values() for r in results]
+    for gene in pgx.results:
+        if pgx.conflict(gene):
+            shown = tuple(dict.fromkeys(labels[r.phenotype] for r in pgx.results[gene]))
+            lines.append(Evidence("pgx-conflict", {"gene": gene, "phenotypes": shown}))
+    return tuple(lines)
+
+
+def pgx(order: Order, knowledge: Knowledge, *, pgx: PgxResults,
+        conditions: Conditions) -> list[Finding]:
+    found = _ladder(order, pgx, conditions, knowledge)
+    if found is None:
+        return []
+    key, genes = found
+    values = {"drug": knowledge.drugs[order.drug].display, "gene": genes}
+    return [Finding(key, order, values, _evidence(pgx, knowledge))]
 
 
 def _ladder_findings(knowledge: Knowledge) -> set[str]:
@@ -51,6 +72,6 @@ def _ladder_findings(knowledge: Knowledge) -> set[str]:
 
 RULE = Rule(
     name="pgx", evaluate=pgx, applies_to=frozenset({THIOPURINE}),
-    values=frozenset({"drug", "gene", "dose_kg"}), findings_in=_ladder_findings,
-    evidence={"pgx-result": RESULT, "dose-per-kg": PER_KG},
+    values=frozenset({"drug", "gene"}) | SENSED, findings_in=_ladder_findings,
+    evidence={"pgx-result": RESULT, "pgx-conflict": CONFLICT},
 )

@@ -14,15 +14,17 @@ def pregnancy(order: Order, knowledge: Knowledge, *, pregnancy: dict[str, Mentio
               conditions: Conditions) -> list[Finding]:
     values = {"drug": knowledge.drugs[order.drug].display}
     findings = []
-    pregnant, ra = pregnancy.get("pregnancy"), conditions.get("rheumatoid-arthritis")
+    own = conditions.for_order(order)
+    found = {name: own.get(name) or pregnancy.get(name) for name in ("pregnancy", "breastfeeding")}
+    pregnant, ra = found["pregnancy"], own.get("rheumatoid-arthritis")
     if pregnant:
         evidence = [condition_evidence("pregnancy", pregnant, knowledge)]
         if ra:
             evidence.append(condition_evidence("rheumatoid-arthritis", ra, knowledge))
         findings.append(Finding("pregnancy-ra" if ra else "pregnancy", order, values,
                                 tuple(evidence)))
-    if "breastfeeding" in pregnancy:
-        evidence = (condition_evidence("breastfeeding", pregnancy["breastfeeding"], knowledge),)
+    if found["breastfeeding"]:
+        evidence = (condition_evidence("breastfeeding", found["breastfeeding"], knowledge),)
         findings.append(Finding("breastfeeding", order, values, evidence))
     return findings
 

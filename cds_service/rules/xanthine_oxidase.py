@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from ..facts.measurements import Measurement
 from ..facts.orders import Order, Orders
 from ..findings import Finding
 from ..knowledge import Knowledge
 from . import THIOPURINE, XO_INHIBITOR, Rule
-from .dose import PER_KG, maybe_reduced
+from .dose import SENSED
 from .evidence import ORDER, order_evidence
 
 
@@ -15,15 +14,23 @@ def _substrate(order: Order, knowledge: Knowledge) -> bool:
     return order.drug_class == THIOPURINE and knowledge.drugs[order.drug].xanthine_oxidase_substrate
 
 
-def xanthine_oxidase(order: Order, knowledge: Knowledge, *, orders: Orders,
-                     weight: Measurement | None) -> list[Finding]:
+def _inhibitor(thiopurine: Order, orders: Orders, knowledge: Knowledge) -> Order | None:
+    """The xanthine-oxidase inhibitor that raises this thiopurine's levels, febuxostat
+    (contraindicated) before allopurinol (dose cut)."""
+    if not _substrate(thiopurine, knowledge):
+        return None
+    return min((o for o in orders.of_class(XO_INHIBITOR) if o is not thiopurine),
+               key=lambda o: o.drug != "febuxostat", default=None)
+
+
+def inhibitor_finding(thiopurine: Order, orders: Orders, knowledge: Knowledge) -> str | None:
+    inhibitor = _inhibitor(thiopurine, orders, knowledge)
+    return f"xo-{inhibitor.drug}" if inhibitor else None
+
+
+def xanthine_oxidase(order: Order, knowledge: Knowledge, *, orders: Orders) -> list[Finding]:
     if order.drug_class == THIOPURINE:
-        if not _substrate(order, knowledge):
-            return []
-        inhibitors = [o for o in orders.of_class(XO_INHIBITOR) if o is not order]
-        # febuxostat (contraindicated) before allopurinol (dose cut)
-        inhibitor = min(inhibitors, key=lambda o: o.drug != "febuxostat", default=None)
-        thiopurine = order
+        inhibitor, thiopurine = _inhibitor(order, orders, knowledge), order
     else:
         inhibitor = order
         thiopurine = next((o for o in orders.of_class(THIOPURINE)
@@ -33,14 +40,13 @@ def xanthine_oxidase(order: Order, knowledge: Knowledge, *, orders: Orders,
     values = {"drug": knowledge.drugs[order.drug].display,
               "thiopurine": knowledge.drugs[thiopurine.drug].display}
     evidence = (order_evidence(inhibitor, knowledge), order_evidence(thiopurine, knowledge))
-    finding = Finding(f"xo-{inhibitor.drug}", order, values, evidence, target=thiopurine)
-    return [maybe_reduced(finding, weight, knowledge)]
+    return [Finding(f"xo-{inhibitor.drug}", order, values, evidence, target=thiopurine)]
 
 
 RULE = Rule(
     name="xanthine-oxidase", evaluate=xanthine_oxidase,
     applies_to=frozenset({THIOPURINE, XO_INHIBITOR}),
-    values=frozenset({"drug", "thiopurine", "dose_kg"}),
+    values=frozenset({"drug", "thiopurine"}) | SENSED,
     findings=("xo-allopurinol", "xo-allopurinol-reduced", "xo-febuxostat"),
-    evidence={**ORDER, "dose-per-kg": PER_KG},
+    evidence=ORDER,
 )
