@@ -12,8 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..fhir_read import Invalid, as_list, codings, effective_time, read_quantity, reference, status
-from ..fhir_read import unit_key
+from ..fhir_read import (
+    Invalid,
+    as_list,
+    codings,
+    effective_time,
+    read_quantity,
+    reference,
+    status,
+    unit_key,
+)
 from ..knowledge import Knowledge, schema
 
 COUNTED_STATUSES = frozenset({"final", "amended", "corrected"})

@@ -16,9 +16,8 @@ from ..facts.orders import Order, Orders
 from ..facts.pgx import PgxResults
 from ..findings import Evidence, Finding
 from ..knowledge import Knowledge
-from . import THIOPURINE, XO_INHIBITOR, Rule
+from . import THIOPURINE, XO_INHIBITOR, Rule, xanthine_oxidase
 from . import pgx as pgx_rule
-from . import xanthine_oxidase
 from .dose import SENSED, lowest_usual, mg_kg_day
 
 
