@@ -105,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)  # the app logs one JSON line per request
             self.cfg.set("loglevel", settings.log_level.lower())
-            self.cfg.set("logconfig_dict", logs.gunicorn_config(settings.log_level))
+            self.cfg.set("logger_class", logs.gunicorn_logger())
             self.cfg.set("control_socket_disable", True)  # one fixed path per user: instances clash
 
         def load(self):

@@ -73,9 +73,8 @@ class Settings:
                 values[f.name] = _convert(f.name, raw, getattr(cls, f.name))
             except ValueError as error:
                 problems.append(f"{variable(f.name)}: {error}")
-        if not problems:
-            settings = cls(**values)
-            problems = settings.problems(variable("db_path") in env)
+        settings = cls(**values)  # the values that failed above keep their defaults here
+        problems += settings.problems(variable("db_path") in env)
         if problems:
             raise ConfigError(problems)
         return settings

@@ -12,15 +12,22 @@ reasons), never from a request: no identifier can reach a label, and the series 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import threading
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_lock = threading.Lock()
+_failed = False
+log = logging.getLogger("cds_service.metrics")
 
 
 @functools.cache
-def _metrics() -> SimpleNamespace:
+def _create() -> SimpleNamespace:
     from prometheus_client import Counter, Histogram
 
     return SimpleNamespace(
@@ -40,12 +47,34 @@ def _metrics() -> SimpleNamespace:
     )
 
 
+def _metrics() -> SimpleNamespace:
+    with _lock:  # two threads' first requests must not both register the metrics
+        return _create()
+
+
+def _never_raises(record: Callable[..., None]) -> Callable[..., None]:
+    """A metric that cannot be recorded (its multiprocess file on a full disk, say) must never
+    cost an answer: the failure is logged once per process and the answer goes out."""
+    @functools.wraps(record)
+    def run(*args: Any) -> None:
+        global _failed
+        try:
+            record(*args)
+        except Exception as error:
+            if not _failed:
+                _failed = True
+                log.error('{"event": "metrics-failed", "reason": "%s"}', type(error).__name__)
+    return run
+
+
+@_never_raises
 def request(endpoint: str, service: str, status: int, seconds: float) -> None:
     m = _metrics()
     m.requests.labels(endpoint, service, str(status)).inc()
     m.latency.labels(endpoint, service).observe(seconds)
 
 
+@_never_raises
 def card(rule: str, indicator: str, shown: bool) -> None:
     if shown:
         _metrics().cards.labels(rule, indicator).inc()
@@ -53,16 +82,19 @@ def card(rule: str, indicator: str, shown: bool) -> None:
         _metrics().suppressed.labels(rule).inc()
 
 
+@_never_raises
 def fhir_fetch_failed(reason: str) -> None:
     """For the fetch code: `reason` from a fixed set, e.g. timeout, unreachable, http-5xx."""
     _metrics().fhir_failures.labels(reason).inc()
 
 
+@_never_raises
 def feedback(outcome: str, result: str) -> None:
     """result: stored, or duplicate (a client's retry of an item already stored)."""
     _metrics().feedback.labels(outcome, result).inc()
 
 
+@_never_raises
 def store_error(operation: str) -> None:
     _metrics().store_errors.labels(operation).inc()
 

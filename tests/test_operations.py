@@ -154,3 +154,17 @@ def test_metrics_count_fhir_fetch_failures_by_reason(client):
     cards = client.post(SERVICE, json=body).get_json()["cards"]
     assert "data-unavailable" in {c["source"]["topic"]["code"] for c in cards}
     assert metric(client, "cds_fhir_fetch_failures_total", reason="http-5xx") > before
+
+
+def test_a_metric_that_cannot_be_recorded_costs_no_answer(client, monkeypatch, caplog):
+    from cds_service import metrics
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics, "_metrics", full_disk)
+    monkeypatch.setattr(metrics, "_failed", False)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(2):
+            assert client.get("/cds-services").status_code == 200
+    assert sum("metrics-failed" in r.getMessage() for r in caplog.records) == 1
