@@ -226,12 +226,16 @@ def _report(args: argparse.Namespace) -> int:
         # A mistyped path or database must not report on a new, empty store.
         if not is_postgres(url) and not Path(url.removeprefix(SQLITE_PREFIX)).is_file():
             return _no_store(url)
-        store = Store(url, b"", migrate=False)  # the report reads no pseudonym
-        if is_postgres(url) and store.schema_version() == 0:
-            return _no_store(url)
-        store.migrate()  # an older store is read once it is brought up to date
         knowledge = load_knowledge(settings.knowledge_dir)
-        result = report.build(store, args.since, args.until, report.override_reasons(knowledge))
+        store = Store(url, b"", migrate=False)  # the report reads no pseudonym
+        try:
+            if is_postgres(url) and store.schema_version() == 0:
+                return _no_store(url)
+            store.migrate()  # an older store is read once it is brought up to date
+            result = report.build(store, args.since, args.until,
+                                  report.override_reasons(knowledge))
+        finally:
+            store.close()
     except (ValueError, KnowledgeError, StoreError) as error:
         for problem in _startup_problems(error):
             print(f"azathioprine-cds report: {problem}", file=sys.stderr)
