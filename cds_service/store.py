@@ -367,15 +367,16 @@ def _configure(connection: Any) -> None:
 
 # -- the store -----------------------------------------------------------------------------
 
-def _guarded(operation: str) -> Callable:
-    """A back end's error becomes a StoreError, logged once until the store works again."""
+def _guarded(operation: str, logged: bool = True) -> Callable:
+    """A back end's error becomes a StoreError, logged once until the store works again
+    (unless `logged` is False: the caller says it, as start-up does for migrations)."""
     def wrap(method: Callable) -> Callable:
         @functools.wraps(method)
         def run(self: Store, *args: Any, **kwargs: Any) -> Any:
             try:
                 result = method(self, *args, **kwargs)
             except self._backend.errors as error:
-                raise self._failure(operation, error) from None
+                raise self._failure(operation, error, logged) from None
             if not self._healthy:
                 self._healthy = True
                 log.warning(orjson.dumps({"event": "store-recovered", "operation": operation,
@@ -400,10 +401,10 @@ class Store:
         if migrate:
             self.migrate()
 
-    def _failure(self, operation: str, error: Exception) -> StoreError:
+    def _failure(self, operation: str, error: Exception, logged: bool) -> StoreError:
         metrics.store_error(operation)
         reason = _reason(error)
-        if self._healthy:
+        if self._healthy and logged:
             self._healthy = False
             log.error(orjson.dumps({"event": "store-unavailable", "operation": operation,
                                     "store": self.description, "reason": reason}).decode())
@@ -413,7 +414,7 @@ class Store:
     def dialect(self) -> str:
         return self._backend.dialect
 
-    @_guarded("migrate")
+    @_guarded("migrate", logged=False)
     def migrate(self) -> int:
         """Apply the migrations this store lacks; return its schema version."""
         latest = MIGRATIONS[-1].version

@@ -133,6 +133,7 @@ def test_metrics_count_requests_cards_suppressions_and_feedback(client):
         "cards": []}
     for _ in range(2):  # a client's retry
         assert client.post(SERVICE + "/feedback", json=FEEDBACK).status_code == 200
+    assert len(client.application.config["STORE"].feedback("c-ops")) == 1
     assert metric(client, "cds_requests_total", **labels) == before["requests"] + 1
     assert metric(client, "cds_request_duration_seconds_count", endpoint="cds.call_service",
                   service="thiopurine-order-select") == before["latency"] + 1

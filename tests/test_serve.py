@@ -44,8 +44,11 @@ def test_a_misconfiguration_stops_the_start_with_one_line_per_problem(tmp_path, 
     result = cli("serve", "--port", "1", env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and not result.stdout
-    problems = [e["message"] for e in json_lines(result.stderr) if e.get("event") == "config-error"]
+    entries = json_lines(result.stderr)
+    problems = [e["message"] for e in entries if e.get("event") == "config-error"]
     assert len(problems) == len(names)
+    assert [e for e in entries if e["level"] == "error"] == [
+        e for e in entries if e.get("event") == "config-error"]  # nothing else says it again
     for name in names:
         assert sum(name.format(tmp=tmp_path) in p for p in problems) == 1, problems
 
