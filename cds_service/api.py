@@ -10,16 +10,18 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import engine, feedback, protocol, repeats
+from . import engine, feedback, metrics, protocol, repeats
 from .cards import VERSION_EXTENSION
 from .errors import CDSError, operation_outcome
+from .ops import PUBLIC_PATHS
 from .protocol import HookRequest
-from .store import LoggedCard, timestamp
+from .store import LoggedCard, StoreError, timestamp
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
 _ALLOWED_HEADERS = "Authorization, Content-Type"
 _ALLOWED_METHODS = "GET, POST, OPTIONS"
+_PUBLIC = PUBLIC_PATHS | {"/openapi.json"}
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -51,8 +53,8 @@ def _service(service_id: str):
 def _authenticate() -> None:
     g.started = time.perf_counter()
     authenticator = current_app.config["AUTHENTICATOR"]
-    if request.method == "OPTIONS" or not authenticator.required or request.path == "/openapi.json":
-        return  # preflights and the public API description carry no patient data
+    if request.method == "OPTIONS" or not authenticator.required or request.path in _PUBLIC:
+        return  # preflights, the API description and the probes carry no patient data
     base = current_app.config["SETTINGS"].public_base_url
     audience = f"{base.rstrip('/')}{request.path}" if base else request.base_url
     from .auth import AuthError  # imported here so a broken key config fails at start-up only
@@ -104,8 +106,8 @@ def _issue(request: HookRequest, body: object, result: engine.Result,
     try:
         issued = repeats.plan(current_app.config["STORE"], request, body, result, now,
                               current_app.config["SETTINGS"])
-    except Exception:
-        _store_failed("repeat-check-failed", request, len(result.cards))
+    except Exception as error:
+        _store_failed("repeat-check-failed", request, len(result.cards), error)
         issued = repeats.unfiltered(result)
     _log_cards(request, issued, now)
     suppressed = sum(not i.shown for i in issued)
@@ -116,6 +118,8 @@ def _issue(request: HookRequest, body: object, result: engine.Result,
 
 def _log_cards(request: HookRequest, issued: list[repeats.Issued], now: datetime) -> None:
     """Committed before the response is sent; a failure is logged, never raised."""
+    for i in issued:
+        metrics.card(i.card["source"]["topic"]["code"], i.card["indicator"], i.shown)
     if not issued:
         return
     store = current_app.config["STORE"]
@@ -130,13 +134,15 @@ def _log_cards(request: HookRequest, issued: list[repeats.Issued], now: datetime
             knowledge_version=current_app.config["KNOWLEDGE"].version, patient_hash=patient,
             user_hash=user, fingerprint=i.fingerprint, shown=i.shown, repeat_of=i.repeat_of)
             for i in issued])
-    except Exception:
-        _store_failed("card-log-failed", request, len(issued))
+    except Exception as error:
+        _store_failed("card-log-failed", request, len(issued), error)
 
 
-def _store_failed(event: str, request: HookRequest, cards: int) -> None:
-    logging.getLogger("cds_service").exception(orjson.dumps({
-        "event": event, "hook_instance": request.hook_instance, "cards": cards}).decode())
+def _store_failed(event: str, request: HookRequest, cards: int, error: Exception) -> None:
+    # The store logs its own failures once per outage: a traceback per call would drown the log.
+    if not isinstance(error, StoreError):
+        logging.getLogger("cds_service").exception(orjson.dumps({
+            "event": event, "hook_instance": request.hook_instance, "cards": cards}).decode())
 
 
 def _strict_412(result: engine.Result, settings) -> None:
@@ -156,7 +162,9 @@ def _check_fhir_server(url: str | None, allowlist: tuple[str, ...]) -> None:
 def post_feedback(service_id: str) -> Response:
     _service(service_id)
     items = feedback.parse_feedback(_body())
-    current_app.config["STORE"].add_feedback(service_id, items)
+    stored = current_app.config["STORE"].add_feedback(service_id, items)
+    for item, new in zip(items, stored, strict=True):  # a repeated item is a retry: a no-op
+        metrics.feedback(item["outcome"], "stored" if new else "duplicate")
     return json_response({})
 
 
@@ -173,15 +181,17 @@ def _cors_and_log(response: Response) -> Response:
         response.headers["Access-Control-Allow-Methods"] = _ALLOWED_METHODS
         response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
-    _access_log(response.status_code)
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    metrics.request(request.endpoint or "none", g.get("service", ""), response.status_code,
+                    seconds)
+    if request.path not in PUBLIC_PATHS or response.status_code != 200:
+        _access_log(response.status_code, seconds)
     return response
 
 
-def _access_log(status: int) -> None:
+def _access_log(status: int, seconds: float) -> None:
     record = {"event": "request", "method": request.method, "path": request.path,
-              "status": status,
-              "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter()))
-                                   * 1000, 2)}
+              "status": status, "duration_ms": round(seconds * 1000, 2)}
     for key in ("service", "hook_instance", "rules", "suppressed"):
         if key in g:
             record[key] = g.get(key)
@@ -196,6 +206,14 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(CDSError)
     def _cds_error(error: CDSError) -> Response:
         return _error(error.status, error.message, error.code)
+
+    @app.errorhandler(StoreError)
+    def _store_error(_: StoreError) -> Response:
+        # Feedback not stored, or a token whose jti cannot be recorded (the replay check fails
+        # closed): a retry may succeed, on this replica or another one. Logged by the store.
+        response = _error(503, "the service's store is unavailable: try again", "transient")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

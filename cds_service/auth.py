@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -42,8 +40,6 @@ MAX_TOKEN_CHARS = 8192  # a CDS Hooks JWT is well under 1 KiB: don't parse anyth
 MAX_JTI_CHARS = 256
 MAX_JWKS_BYTES = 64 * 1024
 JWKS_MAX_AGE = 3600.0  # refetch a jwks_url at least hourly, so that removed keys stop working
-SQLITE_BUSY_TIMEOUT = 5.0
-PURGE_INTERVAL = 60.0
 
 _CLIENT_FIELDS = frozenset({"iss", "jwks", "jwks_file", "jwks_url", "jku"})
 _KEY_SOURCES = ("jwks", "jwks_file", "jwks_url")
@@ -53,39 +49,12 @@ class AuthError(Exception):
     """A request that must get a 401; the message says why, for the log only."""
 
 
-class ReplayCache:
-    """The jtis already accepted, in SQLite so that all gunicorn workers share them."""
-
-    def __init__(self, db_path: str) -> None:
-        self._db_path = db_path
-        self._local = threading.local()
-        self._last_purge = -math.inf
+class ReplayCache(Protocol):
+    """The (iss, jti) pairs already accepted, shared by every worker and instance (store.py)."""
 
     def check_and_store(self, iss: str, jti: str, exp: int) -> bool:
-        """Store jti and return True, or return False if it was stored before."""
-        conn = self._connection()
-        now = time.time()
-        if now - self._last_purge >= PURGE_INTERVAL:
-            self._last_purge = now
-            # Kept MAX_LEEWAY past exp: until then the leeway still lets the token through.
-            conn.execute("DELETE FROM seen_jti WHERE exp < ?", (int(now) - MAX_LEEWAY,))
-        # The primary key makes this a single atomic test-and-set, across processes too.
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO seen_jti (jti, iss, exp) VALUES (?, ?, ?)", (jti, iss, exp)
-        )
-        return cursor.rowcount == 1
-
-    def _connection(self) -> sqlite3.Connection:
-        # One connection per thread, and a new one after a fork: neither may share a connection.
-        if getattr(self._local, "pid", None) != os.getpid():
-            # timeout= is SQLite's busy_timeout: wait for another worker's write lock.
-            conn = sqlite3.connect(self._db_path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS seen_jti (jti TEXT PRIMARY KEY, iss TEXT, exp INTEGER)"
-            )
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return self._local.conn
+        """Store the pair and return True, or return False if it was stored before."""
+        ...
 
 
 class _RemoteKeys:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 import requests
 
+from . import metrics
 from .config import Settings
 
 _local = threading.local()
@@ -21,7 +22,12 @@ _pool_lock = threading.Lock()
 
 
 class FetchError(Exception):
-    """The data could not be obtained; the message says why, for a card."""
+    """The data could not be obtained; the message says why, for a card. `reason`: a short
+    fixed word for the metrics (cds_fhir_fetch_failures_total)."""
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def executor() -> ThreadPoolExecutor:
@@ -82,11 +88,18 @@ class FhirClient:
         return resources, None
 
     def _get(self, url: str) -> dict:
+        try:
+            return self._document(url)
+        except FetchError as error:
+            metrics.fhir_fetch_failed(error.reason)
+            raise
+
+    def _document(self, url: str) -> dict:
         if _origin(url) != _origin(self.base):
-            raise FetchError("a link to another host was refused")
+            raise FetchError("a link to another host was refused", "other-host")
         remaining = self.deadline - time.monotonic()
         if remaining <= 0.01:
-            raise FetchError("the time budget ran out")
+            raise FetchError("the time budget ran out", "timeout")
         headers = {"Accept": "application/fhir+json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -96,35 +109,39 @@ class FhirClient:
                                 allow_redirects=False, stream=True) as response:
                 body = self._read(response)
         except requests.Timeout as error:
-            raise FetchError("the FHIR server did not answer in time") from error
+            raise FetchError("the FHIR server did not answer in time", "timeout") from error
         except requests.RequestException as error:
-            raise FetchError("the FHIR server could not be reached") from error
+            raise FetchError("the FHIR server could not be reached", "unreachable") from error
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise FetchError("the FHIR server did not answer with JSON") from error
+            raise FetchError("the FHIR server did not answer with JSON", "not-json") from error
         if not isinstance(document, dict):
-            raise FetchError("the FHIR server did not answer with a FHIR resource")
+            raise FetchError("the FHIR server did not answer with a FHIR resource", "not-fhir")
         if document.get("resourceType") == "OperationOutcome":
-            raise FetchError(f"the FHIR server reported an error: {_diagnostics(document)}")
+            raise FetchError(f"the FHIR server reported an error: {_diagnostics(document)}",
+                             "operation-outcome")
         return document
 
     def _read(self, response: requests.Response) -> bytes:
         if 300 <= response.status_code < 400:
-            raise FetchError(f"the FHIR server redirected (HTTP {response.status_code})")
+            raise FetchError(f"the FHIR server redirected (HTTP {response.status_code})",
+                             "redirect")
         if response.status_code in (401, 403):
-            raise FetchError(f"the FHIR server refused access (HTTP {response.status_code})")
+            raise FetchError(f"the FHIR server refused access (HTTP {response.status_code})",
+                             "refused")
         if response.status_code != 200:
-            raise FetchError(f"the FHIR server answered HTTP {response.status_code}")
+            raise FetchError(f"the FHIR server answered HTTP {response.status_code}",
+                             f"http-{response.status_code // 100}xx")
         # read1 returns whatever has arrived, so a server that trickles its body is cut off at
         # the deadline (leaving the `with` closes the connection) instead of holding a thread.
         limit, chunks, size = self.settings.max_fhir_bytes, [], 0
         while chunk := response.raw.read1(65536):
             size += len(chunk)
             if size > limit:
-                raise FetchError(f"the FHIR response exceeded {limit} bytes")
+                raise FetchError(f"the FHIR response exceeded {limit} bytes", "too-large")
             if time.monotonic() > self.deadline:
-                raise FetchError("the time budget ran out")
+                raise FetchError("the time budget ran out", "timeout")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -14,10 +14,12 @@ nothing fetched.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 
+from .knowledge import Knowledge
 from .store import Store, timestamp
 
 NO_CODE = "(comment only)"
@@ -61,6 +63,12 @@ class Report:
     total: Tally
     versions: list[str]                     # knowledge versions that issued these cards
     unmatched: int                          # feedback naming a card the log does not hold
+    reason_names: Mapping[str, str] = field(default_factory=dict)  # code -> display
+
+
+def override_reasons(knowledge: Knowledge) -> dict[str, str]:
+    """Override reason code -> its display text, as the cards offer them."""
+    return dict(knowledge.cards.override_reasons)
 
 
 def bound(value: str, end: bool = False) -> str:
@@ -75,8 +83,10 @@ def bound(value: str, end: bool = False) -> str:
     return timestamp(start + timedelta(days=1) if end else start)
 
 
-def build(store: Store, since: str | None = None, until: str | None = None) -> Report:
-    """since/until: as given on the command line (see `bound`), or None for no limit."""
+def build(store: Store, since: str | None = None, until: str | None = None,
+          reason_names: Mapping[str, str] | None = None) -> Report:
+    """since/until: as given on the command line (see `bound`), or None for no limit;
+    reason_names: the display text of override reason codes (`override_reasons`)."""
     low, high = (bound(since) if since else None), (bound(until, end=True) if until else None)
     rows = store.card_outcomes(low, high)
     rules: dict[str, Tally] = {}
@@ -89,7 +99,7 @@ def build(store: Store, since: str | None = None, until: str | None = None) -> R
     period = f"{since or 'the first card'} to {until or 'now'}"
     return Report(period, dict(sorted(rules.items())), dict(sorted(findings.items())), total,
                   sorted({r["knowledge_version"] for r in rows}),
-                  store.unmatched_feedback(low, high))
+                  store.unmatched_feedback(low, high), dict(reason_names or {}))
 
 
 def _rate(tally: Tally) -> str:
@@ -97,8 +107,14 @@ def _rate(tally: Tally) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
-def _reasons(tally: Tally) -> str:
-    return ", ".join(f"{code} {n}" for code, n in tally.reasons.most_common())
+def _reason(code: str, names: Mapping[str, str]) -> str:
+    """'Display text [code]', or the code alone when the knowledge has no display for it (a
+    client's own code, or the comment-only marker)."""
+    return f"{names[code]} [{code}]" if code in names else code
+
+
+def _reasons(tally: Tally, names: Mapping[str, str]) -> str:
+    return ", ".join(f"{_reason(code, names)} {n}" for code, n in tally.reasons.most_common())
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -123,7 +139,7 @@ def text(report: Report) -> str:
             if owner == rule:
                 lines.append(_line(f"  {key}", item))
                 if item.reasons:
-                    lines.append(f"      overridden for: {_reasons(item)}")
+                    lines.append(f"      overridden for: {_reasons(item, report.reason_names)}")
     lines += [_line("all rules", report.total), ""]
     if not report.rules:
         lines.append("No cards were issued in this period.")
@@ -190,29 +206,29 @@ def _rate_chart(report: Report) -> str:
 
 
 def _reason_chart(report: Report) -> str:
-    bars = [(code, [("overrides", n, COLOURS["overridden"])], str(n))
+    bars = [(code, [("overrides", n, COLOURS["overridden"])], str(n))  # the table has displays
             for code, n in report.total.reasons.most_common()]
     return _svg("Override reasons, all rules", bars, max(report.total.reasons.values(),
                                                          default=0))
 
 
-def _row(label: str, tally: Tally, css: str) -> str:
+def _row(label: str, tally: Tally, css: str, names: Mapping[str, str]) -> str:
     cells = [tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered,
              _rate(tally)]
     return (f'<tr class="{css}"><th scope="row">{escape(label)}</th>'
             + "".join(f"<td>{escape(str(c))}</td>" for c in cells)
-            + f"<td>{escape(_reasons(tally))}</td></tr>")
+            + f"<td>{escape(_reasons(tally, names))}</td></tr>")
 
 
 def _table(report: Report) -> str:
     head = "".join(f'<th scope="col">{escape(c)}</th>'
                    for c in ("rule / finding", *_COLUMNS, "override reasons"))
-    rows = []
+    rows, names = [], report.reason_names
     for rule, tally in report.rules.items():
-        rows.append(_row(rule, tally, "rule"))
-        rows += [_row(key, item, "finding") for (owner, key), item in report.findings.items()
-                 if owner == rule]
-    rows.append(_row("all rules", report.total, "total"))
+        rows.append(_row(rule, tally, "rule", names))
+        rows += [_row(key, item, "finding", names) for (owner, key), item
+                 in report.findings.items() if owner == rule]
+    rows.append(_row("all rules", report.total, "total", names))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

@@ -1,63 +1,135 @@
-"""The service's durable store (SQLite): feedback items, and a log of the cards issued.
+"""The service's durable store: feedback, the card log and the JWT replay cache.
 
-SQLite in WAL mode is shared safely by the gunicorn workers of one host; every write commits
-before the request is acknowledged, so an acknowledged item is on disk.
+Where it lives (`CDS_DATABASE_URL`):
+- SQLite, the embedded default (`CDS_DB_PATH`, or a `sqlite:///path` URL): WAL mode, shared
+  safely by the gunicorn workers of one host.
+- PostgreSQL (`postgresql://...`): shared by every instance, so that repeat suppression, replay
+  protection and the report see them all; psycopg 3 with one connection pool per process.
 
-The card log holds no patient or user identifier in clear: both are HMAC-SHA256 pseudonyms
-under a per-deployment key kept in this store's `secrets` table and generated on first use. A
-pseudonym is stable within a deployment (so repeats can be recognised) but cannot be reversed,
-or recomputed from a guessed id, without that key.
+This module owns the schema: `MIGRATIONS`, applied in order at start-up, one instance at a time
+(a PostgreSQL advisory lock; SQLite's write lock), each recorded in `schema_version`. A SQLite
+store made before versioning is adopted by migration 1 and upgraded by the others.
+
+Every write commits before returning, so an acknowledged item is stored. The card log holds no
+patient or user identifier in clear: both are HMAC-SHA256 pseudonyms under a key that comes from
+configuration, never from this store, so a copy of the store alone cannot reverse them.
+
+A failing operation raises StoreError. The first failure after a success is logged once per
+process with its reason, and so is the recovery; the metrics count every failure.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import logging
+import math
+import os
 import secrets
 import sqlite3
 import threading
-from dataclasses import astuple, dataclass, fields
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    service TEXT NOT NULL,
-    card TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    outcome_timestamp TEXT NOT NULL,
-    accepted_suggestions TEXT,
-    override_code TEXT,
-    override_system TEXT,
-    override_comment TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card);
-CREATE TABLE IF NOT EXISTS cards (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    issued_at TEXT NOT NULL,            -- UTC, e.g. 2026-11-23T12:00:00.000Z (as received_at)
-    service TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    hook_instance TEXT NOT NULL,
-    card TEXT NOT NULL,                 -- the card's uuid: feedback.card joins here
-    rule TEXT NOT NULL,                 -- source.topic.code, the rule family
-    finding TEXT NOT NULL,              -- the finding key (cards/rules.yaml)
-    indicator TEXT NOT NULL,
-    knowledge_version TEXT NOT NULL,
-    patient_hash TEXT NOT NULL,         -- HMAC-SHA256 pseudonym, never the id itself
-    user_hash TEXT NOT NULL,
-    fingerprint TEXT,                   -- repeat fingerprint (repeats.py); NULL: no draft order
-    shown INTEGER NOT NULL DEFAULT 1,   -- 0: suppressed as a repeat, never sent
-    repeat_of TEXT                      -- when suppressed: the order-select card it repeats
-);
-CREATE UNIQUE INDEX IF NOT EXISTS cards_card ON cards(card);
-CREATE INDEX IF NOT EXISTS cards_issued ON cards(issued_at);
-CREATE INDEX IF NOT EXISTS cards_fingerprint ON cards(fingerprint, issued_at);
-CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-"""
-_PSEUDONYM_KEY = "pseudonym-hmac-sha256"
+import orjson
+
+from . import metrics
+from .auth import MAX_LEEWAY
+from .config import Settings
+
+log = logging.getLogger("cds_service.store")
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+WAIT_SECONDS = 5.0          # for another worker's write lock, a pooled connection, a connect
+STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL: no statement may hold a request thread longer
+POOL_SIZE = 8               # PostgreSQL connections per worker process at most
+MIGRATION_LOCK = 0x617A6163  # the advisory lock key: one instance migrates at a time
+PURGE_INTERVAL = 60.0       # seconds between purges of expired jtis, per process
+PROBE_ISS = "urn:azathioprine-cds:readiness"  # the readiness probe's entries in the replay cache
+_NOW = {"sqlite": "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        "postgresql": """(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))"""}
+_TYPES = {"sqlite": {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB",
+                     "now": _NOW["sqlite"]},
+          "postgresql": {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+                         "blob": "BYTEA", "now": _NOW["postgresql"]}}
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; the message is safe to log (no data, no secret)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]  # {id}, {blob}, {now}: the dialect's types (see _TYPES)
+
+
+MIGRATIONS = (
+    Migration(1, "feedback and card log (the store as it was before versioning)", (
+        """CREATE TABLE IF NOT EXISTS feedback (
+            id {id},
+            received_at TEXT NOT NULL DEFAULT {now},
+            service TEXT NOT NULL,
+            card TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            outcome_timestamp TEXT NOT NULL,
+            accepted_suggestions TEXT,
+            override_code TEXT,
+            override_system TEXT,
+            override_comment TEXT)""",
+        "CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card)",
+        """CREATE TABLE IF NOT EXISTS cards (
+            id {id},
+            issued_at TEXT NOT NULL,            -- UTC, e.g. 2026-11-23T12:00:00.000Z
+            service TEXT NOT NULL,
+            hook TEXT NOT NULL,
+            hook_instance TEXT NOT NULL,
+            card TEXT NOT NULL,                 -- the card's uuid: feedback.card joins here
+            rule TEXT NOT NULL,                 -- source.topic.code, the rule family
+            finding TEXT NOT NULL,              -- the finding key (cards/rules.yaml)
+            indicator TEXT NOT NULL,
+            knowledge_version TEXT NOT NULL,
+            patient_hash TEXT NOT NULL,         -- HMAC-SHA256 pseudonym, never the id itself
+            user_hash TEXT NOT NULL,
+            fingerprint TEXT,                   -- repeat fingerprint (repeats.py); NULL: no order
+            shown INTEGER NOT NULL DEFAULT 1,   -- 0: suppressed as a repeat, never sent
+            repeat_of TEXT)                     -- when suppressed: the card it repeats""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS cards_card ON cards(card)",
+        "CREATE INDEX IF NOT EXISTS cards_issued ON cards(issued_at)",
+        "CREATE INDEX IF NOT EXISTS cards_fingerprint ON cards(fingerprint, issued_at)",
+        "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS seen_jti (jti TEXT PRIMARY KEY, iss TEXT, exp INTEGER)",
+    )),
+    Migration(2, "JWT replay cache keyed by issuer and jti", (
+        """CREATE TABLE replay (iss TEXT NOT NULL, jti TEXT NOT NULL, exp BIGINT NOT NULL,
+            PRIMARY KEY (iss, jti))""",
+        "INSERT INTO replay (iss, jti, exp) SELECT coalesce(iss, ''), jti, exp FROM seen_jti"
+        " WHERE exp IS NOT NULL",
+        "DROP TABLE seen_jti",
+        "CREATE INDEX replay_exp ON replay(exp)",
+    )),
+    # The key beside the pseudonyms would let a copy of the store reverse them.
+    Migration(3, "pseudonym key moved out of the store into configuration", (
+        "DROP TABLE secrets",
+    )),
+    Migration(4, "feedback idempotency: a repeated item is stored once", (
+        "ALTER TABLE feedback ADD COLUMN item_key TEXT",
+        "CREATE UNIQUE INDEX feedback_item ON feedback(item_key)",
+    )),
+)
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"""
 
 
 def timestamp(moment: datetime) -> str:
@@ -87,123 +159,401 @@ class LoggedCard:
 _CARD_COLUMNS = ", ".join(f.name for f in fields(LoggedCard))
 
 
-class Store:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._lock = threading.Lock()  # one writer per process: no busy-wait sleeps between threads
-        self._key: bytes | None = None
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._connect()
+# -- where the store lives ----------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            # Per connection, so that a ":memory:" store has its tables in every thread.
-            connection.executescript(_SCHEMA)
-            self._local.connection = connection
+def url_for(settings: Settings) -> str:
+    """CDS_DATABASE_URL, else the SQLite file CDS_DB_PATH."""
+    return settings.database_url or SQLITE_PREFIX + settings.db_path
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in POSTGRES_SCHEMES
+
+
+def describe(url: str) -> str:
+    """The URL fit for a log line: a password, and any query, left out."""
+    if not is_postgres(url):
+        path = url.removeprefix(SQLITE_PREFIX)
+        return SQLITE_PREFIX + (path if path == ":memory:" else str(Path(path).absolute()))
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (
+        f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def pseudonym_key(settings: Settings) -> bytes | None:
+    """The configured key, or None. config.py has checked that the file reads and is long."""
+    if settings.pseudonym_key:
+        return settings.pseudonym_key.encode()
+    if settings.pseudonym_key_file:
+        return Path(settings.pseudonym_key_file).read_text(encoding="utf-8").strip().encode()
+    return None
+
+
+def open_store(settings: Settings) -> Store:
+    """The store of these settings, migrated. Without a configured pseudonym key, SQLite gets
+    a random one for this run (a warning says so); PostgreSQL refuses: its instances must share
+    one key (config.py refuses it first)."""
+    url = url_for(settings)
+    key = pseudonym_key(settings)
+    if key is None:
+        if is_postgres(url):
+            raise StoreError("CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE is required with"
+                             " PostgreSQL: every instance must use the same key")
+        log.warning(orjson.dumps({
+            "event": "startup-warning", "message": "no pseudonym key configured: a random one"
+            " is used until the service stops, so repeat suppression does not outlast a restart"
+            " (set CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE)"}).decode())
+        key = secrets.token_bytes(32)
+    return Store(url, key)
+
+
+# -- the two back ends: a transaction, a query ---------------------------------------------
+
+class _Tx(Protocol):
+    def execute(self, sql: str, parameters: tuple = ()) -> int: ...
+    def query(self, sql: str, parameters: tuple = ()) -> list[dict]: ...
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+class _SQLiteTx:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: tuple = ()) -> int:
+        return self._connection.execute(sql, parameters).rowcount
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[dict]:
+        return self._connection.execute(sql, parameters).fetchall()
+
+
+class _SQLite:
+    dialect = "sqlite"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+
+    def __init__(self, path: str) -> None:
+        self._keep: sqlite3.Connection | None = None
+        if path == ":memory:":
+            # One in-memory database for all threads, alive while this store is.
+            self._target, self._uri = f"file:cds-{uuid.uuid4()}?mode=memory&cache=shared", True
+            self._keep = self._open()
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._target, self._uri = path, False
+        self._local = threading.local()
+        self._lock = threading.Lock()  # one writer per process: no busy-wait between threads
+
+    def _open(self) -> sqlite3.Connection:
+        # timeout= is SQLite's busy_timeout: wait for another worker's write lock.
+        connection = sqlite3.connect(self._target, timeout=WAIT_SECONDS, isolation_level=None,
+                                     uri=self._uri, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.row_factory = _dict_row
         return connection
 
-    def _write(self, sql: str, rows: list[tuple], durable: bool = False) -> None:
-        """All rows or none, committed before returning. `durable`: synced to disk (FULL), so
-        an acknowledged write survives a power cut; otherwise WAL's NORMAL, which survives a
-        crash of the service and costs no fsync on the hook path."""
-        connection = self._connect()
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per thread, and a new one after a fork: neither may share one.
+        if getattr(self._local, "pid", None) != os.getpid():
+            self._local.connection, self._local.pid = self._open(), os.getpid()
+        return self._local.connection
+
+    @contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[_Tx]:
+        """All or nothing, committed on leaving. `durable`: synced to disk (FULL), so that an
+        acknowledged write survives a power cut; else WAL's NORMAL, which survives a crash of
+        the service and costs no fsync on the hook path."""
+        connection = self._connection()
         with self._lock:
             connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(sql, rows)
-            except sqlite3.Error:
+                yield _SQLiteTx(connection)
+            except BaseException:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
 
-    def _query(self, sql: str, parameters: tuple = ()) -> list[dict]:
-        connection = self._connect()
-        connection.row_factory = sqlite3.Row
+    migration = transaction
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[dict]:
+        return self._connection().execute(sql, parameters).fetchall()
+
+    def close(self) -> None:
+        if self._keep is not None:
+            self._keep.close()
+
+
+def _pg(sql: str) -> str:
+    """This module's SQL uses `?` placeholders (and no literal `?` or `%`): psycopg's are %s."""
+    return sql.replace("?", "%s")
+
+
+class _PostgresTx:
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: tuple = ()) -> int:
+        return self._connection.execute(_pg(sql), parameters or None).rowcount
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[dict]:
+        return self._connection.execute(_pg(sql), parameters or None).fetchall()
+
+
+class _Postgres:
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._url = url
+        self.errors = (psycopg.Error, OSError)  # psycopg_pool.PoolTimeout is a psycopg.Error
+        self._pool: Any = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _connect_args(self) -> dict:
+        from psycopg.rows import dict_row
+
+        return {"autocommit": True, "row_factory": dict_row, "connect_timeout": int(WAIT_SECONDS)}
+
+    def _connections(self) -> Any:
+        """This process's pool, made on first use: a pool (its sockets, its threads) must not
+        cross a fork, and `serve` opens the store before gunicorn forks its workers."""
+        from psycopg_pool import ConnectionPool
+
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pool = ConnectionPool(
+                    self._url, min_size=1, max_size=POOL_SIZE, timeout=WAIT_SECONDS,
+                    kwargs=self._connect_args(), configure=_configure,
+                    check=ConnectionPool.check_connection, name="cds-store", open=True)
+                self._pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[_Tx]:
+        with self._connections().connection() as connection, connection.transaction():
+            if not durable:  # the card log: as SQLite's NORMAL, no wait for the WAL flush
+                connection.execute("SET LOCAL synchronous_commit = off")
+            yield _PostgresTx(connection)
+
+    @contextmanager
+    def migration(self) -> Iterator[_Tx]:
+        """A connection of its own (no pool in the process that forks), and the lock."""
+        import psycopg
+
+        with psycopg.connect(self._url, **self._connect_args()) as connection, \
+                connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            yield _PostgresTx(connection)
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[dict]:
+        with self._connections().connection() as connection:
+            return connection.execute(_pg(sql), parameters or None).fetchall()
+
+    def close(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.close()
+            self._pool, self._pid = None, None
+
+
+def _configure(connection: Any) -> None:
+    connection.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+
+# -- the store -----------------------------------------------------------------------------
+
+def _guarded(operation: str, logged: bool = True) -> Callable:
+    """A back end's error becomes a StoreError, logged once until the store works again
+    (unless `logged` is False: the caller says it, as start-up does for migrations)."""
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def run(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = method(self, *args, **kwargs)
+            except self._backend.errors as error:
+                raise self._failure(operation, error, logged) from None
+            if not self._healthy:
+                self._healthy = True
+                log.warning(orjson.dumps({"event": "store-recovered", "operation": operation,
+                                          "store": self.description}).decode())
+            return result
+        return run
+    return wrap
+
+
+class Store:
+    def __init__(self, url: str, pseudonym_key: bytes, migrate: bool = True) -> None:
+        self.url = url
+        self.description = describe(url)
+        self._key = pseudonym_key
+        self._healthy = True
+        self._last_purge = -math.inf
         try:
-            return [dict(r) for r in connection.execute(sql, parameters).fetchall()]
-        finally:
-            connection.row_factory = None
+            self._backend: _SQLite | _Postgres = (
+                _Postgres(url) if is_postgres(url) else _SQLite(url.removeprefix(SQLITE_PREFIX)))
+        except OSError as error:
+            raise StoreError(f"cannot open {self.description}: {_reason(error)}") from None
+        if migrate:
+            self.migrate()
 
-    def add_feedback(self, service: str, items: list[dict]) -> None:
-        rows = []
-        for i in items:
-            override = i.get("overrideReason") or {}
-            coding = override.get("reason") or {}
-            rows.append((service, i["card"], i["outcome"], i["outcomeTimestamp"],
-                         ",".join(s["id"] for s in i.get("acceptedSuggestions", [])) or None,
-                         _text(coding.get("code")), _text(coding.get("system")),
-                         _text(override.get("userComment"))))
-        self._write(
-            "INSERT INTO feedback (service, card, outcome, outcome_timestamp,"
-            " accepted_suggestions, override_code, override_system, override_comment)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows, durable=True)
+    def _failure(self, operation: str, error: Exception, logged: bool) -> StoreError:
+        metrics.store_error(operation)
+        reason = _reason(error)
+        if self._healthy and logged:
+            self._healthy = False
+            log.error(orjson.dumps({"event": "store-unavailable", "operation": operation,
+                                    "store": self.description, "reason": reason}).decode())
+        return StoreError(f"{operation} failed on {self.description}: {reason}")
 
+    @property
+    def dialect(self) -> str:
+        return self._backend.dialect
+
+    @_guarded("migrate", logged=False)
+    def migrate(self) -> int:
+        """Apply the migrations this store lacks; return its schema version."""
+        latest = MIGRATIONS[-1].version
+        with self._backend.migration() as tx:
+            tx.execute(_VERSION_TABLE)
+            current = tx.query("SELECT coalesce(max(version), 0) AS v FROM schema_version")[0]["v"]
+            if current > latest:
+                raise StoreError(f"{self.description} has schema version {current}, newer than"
+                                 f" this release knows ({latest}): upgrade the service")
+            for migration in MIGRATIONS[current:]:
+                for statement in migration.statements:
+                    tx.execute(statement.format(**_TYPES[self.dialect]))
+                tx.execute("INSERT INTO schema_version (version, description, applied_at)"
+                           " VALUES (?, ?, ?)", (migration.version, migration.description,
+                                                 timestamp(datetime.now(UTC))))
+        return latest
+
+    @_guarded("schema-version")
+    def schema_version(self) -> int:
+        """0 for a database this service never set up (or a mistyped one)."""
+        exists = ("SELECT count(*) > 0 AS t FROM sqlite_master WHERE name = 'schema_version'"
+                  if self.dialect == "sqlite" else
+                  "SELECT to_regclass('schema_version') IS NOT NULL AS t")
+        if not self._backend.query(exists)[0]["t"]:
+            return 0
+        return self._backend.query("SELECT max(version) AS v FROM schema_version")[0]["v"] or 0
+
+    def close(self) -> None:
+        self._backend.close()
+
+    # -- feedback -------------------------------------------------------------------------
+
+    @_guarded("feedback")
+    def add_feedback(self, service: str, items: list[dict]) -> list[bool]:
+        """Store the items, all or none; per item, False where it was stored before (a client's
+        retry after a lost answer: the same service and the same item, field for field)."""
+        stored = []
+        with self._backend.transaction(durable=True) as tx:
+            for i in items:
+                override = i.get("overrideReason") or {}
+                coding = override.get("reason") or {}
+                key = hashlib.sha256(orjson.dumps([service, i], option=orjson.OPT_SORT_KEYS))
+                stored.append(tx.execute(
+                    "INSERT INTO feedback (service, card, outcome, outcome_timestamp,"
+                    " accepted_suggestions, override_code, override_system, override_comment,"
+                    " item_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (item_key) DO NOTHING",
+                    (service, i["card"], i["outcome"], i["outcomeTimestamp"],
+                     ",".join(s["id"] for s in i.get("acceptedSuggestions", [])) or None,
+                     _text(coding.get("code")), _text(coding.get("system")),
+                     _text(override.get("userComment")), key.hexdigest())) == 1)
+        return stored
+
+    @_guarded("read")
     def feedback(self, card: str | None = None) -> list[dict]:
         query = "SELECT * FROM feedback" + (" WHERE card = ?" if card else "") + " ORDER BY id"
-        return self._query(query, (card,) if card else ())
+        return self._backend.query(query, (card,) if card else ())
 
-    # -- the card log --------------------------------------------------------------------
+    # -- the card log ---------------------------------------------------------------------
 
     def keyed_hash(self, data: bytes) -> str:
-        return hmac.new(self._secret(), data, hashlib.sha256).hexdigest()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
     def pseudonym(self, kind: str, value: str) -> str:
         """e.g. pseudonym("patient", id): the kind keeps a patient and a user id apart."""
         return self.keyed_hash(f"{kind}:{value}".encode())
 
-    def _secret(self) -> bytes:
-        if self._key is None:
-            connection = self._connect()
-            # INSERT OR IGNORE: when two workers start at once, the first key written wins.
-            connection.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
-                               (_PSEUDONYM_KEY, secrets.token_bytes(32)))
-            (self._key,) = connection.execute(
-                "SELECT value FROM secrets WHERE name = ?", (_PSEUDONYM_KEY,)).fetchone()
-        return self._key
-
+    @_guarded("card-log")
     def add_cards(self, cards: list[LoggedCard]) -> None:
         marks = ", ".join("?" * len(fields(LoggedCard)))
-        self._write(f"INSERT INTO cards ({_CARD_COLUMNS}) VALUES ({marks})",
-                    [astuple(c) for c in cards])
+        with self._backend.transaction() as tx:
+            for c in cards:  # shown as 0/1: PostgreSQL takes no boolean in an INTEGER column
+                tx.execute(f"INSERT INTO cards ({_CARD_COLUMNS}) VALUES ({marks})",
+                           astuple(replace(c, shown=int(c.shown))))
 
+    @_guarded("read")
     def cards(self, hook_instance: str | None = None) -> list[dict]:
         query = "SELECT * FROM cards" + (" WHERE hook_instance = ?" if hook_instance else "")
-        return self._query(query + " ORDER BY id", (hook_instance,) if hook_instance else ())
+        return self._backend.query(query + " ORDER BY id",
+                                   (hook_instance,) if hook_instance else ())
 
+    @_guarded("read")
     def shown_at_select(self, fingerprints: list[str], since: str) -> dict[str, str]:
         """fingerprint -> uuid of a card with it shown at order-select at or after `since`."""
         if not fingerprints:
             return {}
         marks = ", ".join("?" * len(fingerprints))
-        rows = self._query(
+        rows = self._backend.query(
             "SELECT fingerprint, card FROM cards WHERE hook = 'order-select' AND shown = 1"
             f" AND issued_at >= ? AND fingerprint IN ({marks}) ORDER BY id",
             (since, *fingerprints))
         return {r["fingerprint"]: r["card"] for r in rows}
 
+    @_guarded("read")
     def card_outcomes(self, since: str | None = None, until: str | None = None) -> list[dict]:
         """Each card issued in [since, until) with its last feedback received, if any."""
         where, parameters = _period("c.issued_at", since, until)
-        return self._query(
+        return self._backend.query(
             "SELECT c.rule, c.finding, c.indicator, c.shown, c.knowledge_version,"
             " f.outcome, f.override_code FROM cards c LEFT JOIN feedback f"
             " ON f.id = (SELECT max(id) FROM feedback WHERE card = c.card)"
             f" WHERE {where} ORDER BY c.id", parameters)
 
+    @_guarded("read")
     def unmatched_feedback(self, since: str | None = None, until: str | None = None) -> int:
         """Feedback received in the period for a card the log does not hold."""
         where, parameters = _period("f.received_at", since, until)
-        rows = self._query(
+        rows = self._backend.query(
             "SELECT count(*) AS n FROM feedback f WHERE NOT EXISTS"
             f" (SELECT 1 FROM cards c WHERE c.card = f.card) AND {where}", parameters)
         return rows[0]["n"]
+
+    # -- the JWT replay cache -------------------------------------------------------------
+
+    @_guarded("replay-cache")
+    def check_and_store(self, iss: str, jti: str, exp: int) -> bool:
+        """Store (iss, jti) and return True, or return False if it was stored before. The
+        primary key makes this one atomic test-and-set, across processes and instances."""
+        with self._backend.transaction() as tx:
+            now = time.time()
+            if now - self._last_purge >= PURGE_INTERVAL:
+                self._last_purge = now
+                # Kept MAX_LEEWAY past exp: until then the leeway still lets the token through.
+                tx.execute("DELETE FROM replay WHERE exp < ?", (int(now) - MAX_LEEWAY,))
+            return tx.execute("INSERT INTO replay (iss, jti, exp) VALUES (?, ?, ?)"
+                              " ON CONFLICT DO NOTHING", (iss, jti, exp)) == 1
+
+    def probe(self) -> None:
+        """Raise StoreError unless the store takes a write and refuses its repeat (readiness).
+        The probe's entry is expired at once, so the next purge removes it."""
+        jti = str(uuid.uuid4())
+        if not self.check_and_store(PROBE_ISS, jti, 0) or self.check_and_store(PROBE_ISS, jti, 0):
+            raise StoreError("the replay cache did not refuse a repeated entry")
+
+
+def _reason(error: Exception) -> str:
+    """The error's type and first line (psycopg's DETAIL lines may quote row values)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
 
 
 def _text(value: object) -> str | None:
@@ -212,7 +562,7 @@ def _text(value: object) -> str | None:
 
 
 def _period(column: str, since: str | None, until: str | None) -> tuple[str, tuple]:
-    conditions, parameters = ["1"], []
+    conditions, parameters = ["1 = 1"], []
     if since:
         conditions.append(f"{column} >= ?")
         parameters.append(since)

@@ -1,8 +1,12 @@
-"""Shared fixtures: the app with a fixed clock and a private store, and the FHIR fixtures."""
+"""Shared fixtures: the app with a fixed clock and a private store, the FHIR fixtures, and
+stores on SQLite and on PostgreSQL (a fresh schema per test, when CDS_TEST_DATABASE_URL is set)."""
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,10 +15,13 @@ import pytest
 from cds_service import create_app
 from cds_service.config import Settings
 from cds_service.knowledge import load_knowledge
+from cds_service.store import SQLITE_PREFIX, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the fixtures are dated relative to this
+POSTGRES_VARIABLE = "CDS_TEST_DATABASE_URL"
+PSEUDONYM_KEY = "pseudonym-key-for-the-tests-only-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +49,54 @@ def client(app):
 
 def load_request(name: str) -> dict:
     return json.loads((FIXTURES / "requests" / f"{name}.json").read_text())
+
+
+def postgres_base() -> str:
+    """The PostgreSQL server for the tests, or a skip that says how to enable them."""
+    url = os.environ.get(POSTGRES_VARIABLE)
+    if not url:
+        pytest.skip(f"PostgreSQL tests: set {POSTGRES_VARIABLE}, e.g."
+                    " postgresql://postgres@127.0.0.1:5432/test (.ci/run does)")
+    return url
+
+
+def in_schema(url: str, schema: str) -> str:
+    """The URL with its search_path set to `schema` (libpq's options parameter)."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL of its own: a new schema, dropped with everything in it afterwards."""
+    import psycopg
+
+    base = postgres_base()
+    schema = f"cds_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield in_schema(base, schema)
+    finally:
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """The same test against both back ends."""
+    if request.param == "sqlite":
+        return SQLITE_PREFIX + str(tmp_path / "store.sqlite3")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_store(store_url):
+    """Stores on `store_url` (several: as several workers or instances), closed afterwards."""
+    stores: list[Store] = []
+
+    def factory(migrate: bool = True) -> Store:
+        stores.append(Store(store_url, PSEUDONYM_KEY.encode(), migrate=migrate))
+        return stores[-1]
+    yield factory
+    for store in stores:
+        store.close()

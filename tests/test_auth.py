@@ -6,8 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_service import auth
-from cds_service.auth import Authenticator, AuthError, ReplayCache
+from cds_service.auth import Authenticator, AuthError
+from cds_service.store import SQLITE_PREFIX, Store
 
 ISS = "https://ehr.example.org"
 AUD = "https://cds.example.org/cds-services/azathioprine"
@@ -90,6 +89,10 @@ def forge(header: dict[str, Any], body: dict[str, Any], hmac_secret: bytes | Non
     if hmac_secret is not None:
         signature = hmac.new(hmac_secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+def ReplayCache(path: str) -> Store:  # noqa: N802 - the replay cache lives in the store
+    return Store(SQLITE_PREFIX + path, b"pseudonym-key-for-tests-only-32b")
 
 
 def make_auth(tmp_path: Path, clients: list[dict[str, Any]] | None, **kwargs: Any) -> Authenticator:
@@ -393,32 +396,15 @@ def test_replay_is_rejected_across_workers(tmp_path: Path, jwks: dict, ec_key: A
     reject(worker_2, token, "replayed jti")
 
 
-def test_replay_cache_is_atomic_across_threads(tmp_path: Path) -> None:
-    cache = ReplayCache(str(tmp_path / "jti.sqlite3"))
-    exp = int(time.time()) + 300
-    results: list[bool] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(cache.check_and_store(ISS, "j", exp)))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [False] * 7 + [True]
-
-
-def test_replay_cache_uses_wal_and_purges_expired_jtis(tmp_path: Path) -> None:
-    db = str(tmp_path / "jti.sqlite3")
-    now = int(time.time())
-    assert ReplayCache(db).check_and_store(ISS, "old", now - auth.MAX_LEEWAY - 10)
-    assert ReplayCache(db).check_and_store(ISS, "recent", now - 10)
-    # A new instance purges on first use: "old" is gone, "recent" may still be in its leeway.
-    assert ReplayCache(db).check_and_store(ISS, "new", now + 300)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        rows = {jti for (jti,) in conn.execute("SELECT jti FROM seen_jti")}
-    assert rows == {"recent", "new"}
+def test_the_same_jti_from_two_issuers_is_accepted(
+    tmp_path: Path, jwks: dict, ec_key: Any
+) -> None:
+    other = "https://other-ehr.example.org"
+    authenticator = make_auth(tmp_path, [{"iss": ISS, "jwks": jwks}, {"iss": other, "jwks": jwks}])
+    jti = str(uuid.uuid4())
+    assert authenticator.authenticate(f"Bearer {sign(ec_key, jti=jti)}", AUD) == ISS
+    assert authenticator.authenticate(f"Bearer {sign(ec_key, jti=jti, iss=other)}", AUD) == other
+    reject(authenticator, sign(ec_key, jti=jti, iss=other), "replayed jti")
 
 
 # --- the sandbox ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import logging
 import sqlite3
 from datetime import timedelta
 
+import pytest
+
 from cds_service import create_app
 from cds_service.config import Settings
 
@@ -18,6 +20,11 @@ WARNING = "cytopenia-platelets-149-warning"   # one non-critical card: cytopenia
 CRITICAL = "pgx-tpmt-pm-la-code-critical"     # one critical card: thiopurine-pgx
 SWITCH = "filter-out-repeated-alerts"
 
+
+@pytest.fixture
+def app(make_app):
+    """Repeat suppression is off by default; these tests are about it switched on."""
+    return make_app(suppress_repeats=True)
 
 def _sign(body: dict, switch: object = None) -> dict:
     """The same drafts at order-sign (a new hook instance; every draft is judged)."""
@@ -131,7 +138,8 @@ def test_another_user_sees_the_card(client):
 
 def test_a_select_card_older_than_the_window_does_not_suppress(tmp_path, knowledge):
     now = [NOW]
-    app = create_app(Settings(db_path=str(tmp_path / "s.sqlite3"), repeat_window_minutes=60),
+    app = create_app(Settings(db_path=str(tmp_path / "s.sqlite3"), repeat_window_minutes=60,
+                              suppress_repeats=True),
                      knowledge=knowledge, clock=lambda: now[0])
     client = app.test_client()
     body = load_request(WARNING)
@@ -159,3 +167,24 @@ def test_discovery_advertises_the_switch_on_order_sign(client):
     items = services["thiopurine-order-sign"]["extension"]["pddi-configuration-items"]
     assert [(i["code"], i["type"]) for i in items] == [(SWITCH, "boolean")]
     assert "pddi-configuration-items" not in services["thiopurine-order-select"]["extension"]
+
+
+def test_suppression_is_off_by_default(make_app):
+    client = make_app().test_client()
+    body = load_request(WARNING)
+    shown = _post(client, SELECT, body)
+    assert _topics(_post(client, SIGN, _sign(body))) == _topics(shown) == {"cytopenia"}
+
+
+def test_a_card_whose_suggestion_was_accepted_is_shown_again_on_the_same_draft(client):
+    """The user accepted "reduce" at order-select, but the EHR did not apply it (the sandbox
+    cannot): the signed draft is unchanged, so the card comes again."""
+    body = load_request("pgx-tpmt-im-la-code-79713-4-warning")
+    shown = _post(client, SELECT, body)
+    card = next(c for c in shown if c["source"]["topic"]["code"] == "thiopurine-pgx")
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "accepted",
+                              "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                              "outcomeTimestamp": "2026-11-23T12:00:05Z"}]}
+    assert client.post("/cds-services/thiopurine-order-select/feedback",
+                       json=feedback).status_code == 200
+    assert "thiopurine-pgx" in _topics(_post(client, SIGN, _sign(body)))

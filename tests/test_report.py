@@ -4,6 +4,8 @@ requests and feedback posts, then reported on as text and as a self-contained HT
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import re
 import sqlite3
 import uuid
@@ -19,6 +21,11 @@ SELECT = "/cds-services/thiopurine-order-select"
 SIGN = "/cds-services/thiopurine-order-sign"
 PATIENT, USER = "pt-thio-01", "COREPRACTITIONER1"  # the fixtures' patient and user ids
 
+
+@pytest.fixture
+def app(make_app):
+    """Repeat suppression is off by default; these tests are about it switched on."""
+    return make_app(suppress_repeats=True)
 
 def _post(client, body: dict, path: str = SELECT) -> list[dict]:
     response = client.post(path, json=body)
@@ -107,7 +114,8 @@ def test_the_cli_prints_the_report_and_writes_the_page(filled, tmp_path, capsys)
     out = capsys.readouterr().out
     pgx_line = next(line for line in out.splitlines() if line.startswith("thiopurine-pgx "))
     assert pgx_line.split()[1:] == ["3", "0", "1", "2", "0", "66.7%"]
-    assert "overridden for: dose-already-reduced 1" in out
+    # Override reasons with the display text the cards offered.
+    assert "overridden for: Dose already reduced accordingly [dose-already-reduced] 1" in out
     assert "Feedback naming no logged card (not counted above): 1" in out
     html = page.read_text(encoding="utf-8")
     for code in ("thiopurine-pgx", "cytopenia", "xanthine-oxidase-interaction", "pgx-poor",
@@ -146,7 +154,10 @@ def test_an_empty_store_reports_nothing_and_still_renders(app, tmp_path):
     assert "nothing in this period" in report.html(result)
 
 
-def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client):
+def test_the_log_holds_every_card_and_no_identifier_in_clear(make_app):
+    key = "a-pseudonym-key-from-configuration-0123456789"
+    app = make_app(pseudonym_key=key)
+    client = app.test_client()
     body = load_request("pgx-tpmt-pm-la-code-critical")
     cards = _post(client, body) + _post(client, _again("pgx-tpmt-pm-la-code-critical"))
     rows = app.config["STORE"].cards()
@@ -162,9 +173,15 @@ def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client):
     assert first["patient_hash"] != first["user_hash"]
     dump = repr(rows)
     assert PATIENT not in dump and USER not in dump
+    # Keyed by the configured key, which the store itself does not hold.
+    assert first["patient_hash"] == hmac.new(key.encode(), f"patient:{PATIENT}".encode(),
+                                             hashlib.sha256).hexdigest()
     with sqlite3.connect(app.config["SETTINGS"].db_path) as connection:
-        (key,) = connection.execute("SELECT value FROM secrets").fetchone()
-    assert len(key) == 32
+        tables = {name for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        dump = "\n".join(connection.iterdump())
+    assert tables == {"feedback", "cards", "replay", "schema_version", "sqlite_sequence"}
+    assert key not in dump and PATIENT not in dump and USER not in dump
 
 
 def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog):
