@@ -4,18 +4,21 @@ ever emitted."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
-from .facts.orders import Dose, dose_quantity
+from .facts.orders import Dose, Order, dose_quantity
 from .findings import Finding
 from .knowledge import Knowledge, schema
 
 SUMMARY_LIMIT = 139  # the spec: "<140 characters"
 VERSION_EXTENSION = "azathioprine-cds.knowledge-version"
-RENDERED = frozenset({"dose"})  # values the renderer adds (a reduce-dose suggestion's new dose)
+# Values the renderer adds: a reduce-dose suggestion's new dose, the drug a removal removes.
+RENDERED = frozenset({"dose", "daily", "current", "percent", "sig", "removed", "order"})
 
 
 def fill(template: str, values: Mapping[str, object]) -> str:
@@ -34,7 +37,11 @@ def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge) -> str
     if finding.evidence:
         lines = (fill(knowledge.cards.evidence[e.kind], e.values) for e in finding.evidence)
         parts.append("**Evidence**\n\n" + "\n".join(f"- {line}" for line in lines))
-    parts.append("**Recommendation**\n\n" + fill(spec.recommendation, finding.values))
+    recommendation = fill(spec.recommendation, finding.values)
+    parts.append("**Recommendation**\n\n" + recommendation[:1].upper() + recommendation[1:])
+    change = _active_change(spec, finding, knowledge)
+    if change:
+        parts.append(change)
     parts.append(f"*Strength:* {spec.strength}")
     references = [_citation(knowledge.sources[s]) for s in spec.references]
     if references:
@@ -46,16 +53,53 @@ def _citation(source: schema.Source) -> str:
     return f"{source.citation} <{source.url}>" if source.url else source.citation
 
 
-def _new_dose(dose: Dose, fraction: float, step_mg: float) -> tuple[float, str] | None:
-    """The reduced dose in the order's own unit, rounded to what the tablets allow."""
+@dataclass(frozen=True)
+class NewDose:
+    """A reduced dose, in the order's own unit, and the words a suggestion shows for it."""
+    value: float        # per administration, in the order's unit
+    dose: str           # "1.5 tablets (75 mg)"
+    daily: str          # "75 mg/day"
+    current: str        # the order's daily dose now, "150 mg/day"
+    percent: int        # daily / current
+    sig: str            # "1.5 tablets (75 mg) once daily"
+
+    def values(self) -> dict[str, object]:
+        return {"dose": self.dose, "daily": self.daily, "current": self.current,
+                "percent": self.percent, "sig": self.sig}
+
+
+def _often(per_day: float) -> str:
+    return {1: "once daily", 2: "twice daily"}.get(per_day, f"{per_day:g} times daily")
+
+
+def _amount(value: float, dose: Dose) -> tuple[str, str]:
+    """(per administration, per day) for `value` in the order's unit."""
+    if dose.unit == "mg":
+        return f"{value:g} mg", f"{value * dose.per_day:g} mg/day"
+    tablets = f"{value:g} tablet{'s' if value != 1 else ''}"
+    if dose.strength_mg:
+        mg = value * dose.strength_mg
+        return f"{tablets} ({mg:g} mg)", f"{mg * dose.per_day:g} mg/day"
+    return tablets, f"{value * dose.per_day:g} tablets/day"
+
+
+_SLACK = 0.02  # of a half tablet or dose step
+
+
+def reduce_dose(dose: Dose, fraction: float, step_mg: float) -> NewDose | None:
+    """The dose times `fraction`, rounded down to half tablets (or to `step_mg`), so that it
+    never exceeds the target by more than a rounding slack (0.3333 of 3 tablets is 1 tablet),
+    but at least one half tablet or step; None when that leaves it no lower."""
     if dose.unit == "tablet":
-        tablets = max(0.5, round(dose.value * fraction * 2) / 2)
-        if tablets >= dose.value:
-            return None
-        mg = f" ({tablets * dose.strength_mg:g} mg)" if dose.strength_mg else ""
-        return tablets, f"{tablets:g} tablet{'s' if tablets != 1 else ''}{mg}"
-    mg = max(step_mg, round(dose.value * fraction / step_mg) * step_mg)
-    return (mg, f"{mg:g} mg") if mg < dose.value else None
+        value = max(0.5, math.floor(dose.value * fraction * 2 + _SLACK) / 2)
+    else:
+        value = max(step_mg, math.floor(dose.value * fraction / step_mg + _SLACK) * step_mg)
+    if value >= dose.value:
+        return None
+    per_dose, daily = _amount(value, dose)
+    _, current = _amount(dose.value, dose)
+    return NewDose(value, per_dose, daily, current, round(100 * value / dose.value),
+                   f"{per_dose} {_often(dose.per_day)}")
 
 
 def prune(value: object) -> object:
@@ -68,36 +112,58 @@ def prune(value: object) -> object:
     return value
 
 
-def _with_dose(resource: dict, value: float) -> dict:
+def _with_dose(resource: dict, new: NewDose) -> dict:
+    """The order with the new dose, and its sig text saying the same."""
     updated = orjson.loads(orjson.dumps(resource))  # a deep copy, several times faster
-    quantity, _ = dose_quantity(updated["dosageInstruction"][0])
-    quantity["value"] = value
+    dosage = updated["dosageInstruction"][0]
+    quantity, _ = dose_quantity(dosage)
+    quantity["value"] = new.value
+    dosage["text"] = new.sig
     return prune(updated)
 
 
-def _reduce(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge) -> dict | None:
+def _new_dose(suggestion: schema.Suggestion, finding: Finding,
+              knowledge: Knowledge) -> tuple[Order, NewDose] | None:
     order = finding.target or finding.order
-    if order is None or order.dose is None:
-        return None
     fraction = suggestion.fraction or float(finding.values.get("fraction", 0))
-    if not fraction:
+    if order is None or order.dose is None or not fraction:
         return None
-    new = _new_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
-    if new is None:
-        return None
-    value, text = new
-    return {"label": fill(suggestion.label, {**finding.values, "dose": text}), "actions": [{
-        "type": "update", "description": f"Change the dose of {order.ref} to {text}",
-        "resource": _with_dose(order.resource, value)}]}
+    new = reduce_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
+    return (order, new) if new else None
 
 
-def _remove(suggestion: schema.Suggestion, finding: Finding, _: Knowledge) -> dict | None:
-    order = finding.order
+def _reduce(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge) -> dict | None:
+    """Only a draft order is changed; a change to an active order is said in the card text."""
+    found = _new_dose(suggestion, finding, knowledge)
+    if found is None or not found[0].draft:
+        return None
+    order, new = found
+    return {"label": fill(suggestion.label, {**finding.values, **new.values()}), "actions": [{
+        "type": "update", "description": f"Change {order.ref} to {new.sig}",
+        "resource": _with_dose(order.resource, new)}]}
+
+
+def _remove(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge) -> dict | None:
+    order = finding.partner if suggestion.of == "partner" else finding.order
     if order is None or not order.draft:
         return None
-    return {"label": fill(suggestion.label, finding.values), "actions": [{
+    drug = knowledge.drugs[order.drug].display if order.drug else "the"
+    return {"label": fill(suggestion.label, {**finding.values, "removed": drug}), "actions": [{
         "type": "delete", "description": f"Remove the draft order {order.ref}",
         "resourceId": order.ref}]}
+
+
+def _active_change(spec: schema.Finding, finding: Finding, knowledge: Knowledge) -> str | None:
+    """The dose change a reduce-dose suggestion would make, said in words when its order is
+    not a draft (the EHR applies suggestions to draft orders only)."""
+    for suggestion in spec.suggestions:
+        found = _new_dose(suggestion, finding, knowledge) if (
+            suggestion.kind == "reduce-dose") else None
+        if found and not found[0].draft:
+            order, new = found
+            return fill(knowledge.cards.texts["active-order-change"],
+                        {**finding.values, **new.values(), "order": order.ref})
+    return None
 
 
 def _order_test(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge,

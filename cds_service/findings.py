@@ -24,3 +24,4 @@ class Finding:
     values: Mapping[str, object] = field(default_factory=dict)
     evidence: tuple[Evidence, ...] = ()
     target: Order | None = None               # the order a dose suggestion changes, if not `order`
+    partner: Order | None = None              # the other order of an interaction

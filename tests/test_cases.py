@@ -42,6 +42,7 @@ def summarise(suggestion: dict) -> dict:
         quantity = (dosage.get("doseAndRate") or [{}])[0].get("doseQuantity") or dosage.get(
             "doseQuantity")
         out["dose"] = quantity["value"]
+        out["sig"] = dosage.get("text")
     else:
         concept = resource["code"]
         out["code"] = concept["coding"][0]["code"] if "coding" in concept else concept["text"]

@@ -105,6 +105,18 @@ def _orders(facts: Facts) -> orders.Orders:
     return orders.Orders.of(built, complete=facts.complete("medications"))
 
 
+def _courses(facts: Facts) -> dict[str, orders.Order]:
+    """For each judged active order: the order that started its course at the current dose."""
+    knowledge, problems = facts.knowledge, []
+    history = [orders.make_order(r, facts.resolved.medications, knowledge, draft=False,
+                                 judged=False, problems=problems)
+               for r in facts.data("thiopurineHistory").resources
+               if r.get("resourceType") in orders.ORDER_TYPES]
+    facts.problems(FACTS["courses"].check, problems)
+    mine = [*history, *facts["orders"].all]
+    return {o.ref: orders.course_start(o, mine) for o in facts["orders"].judged if not o.draft}
+
+
 def _pgx(facts: Facts) -> pgx.PgxResults:
     results = pgx.read_pgx(facts.data("pgxResults").resources, facts.knowledge,
                            facts.complete("pgxResults"))
@@ -175,10 +187,13 @@ FACTS: dict[str, FactSpec] = {
     "weight": FactSpec(("weight",), "body weight (dose per kg)", _weight),
     "liver": FactSpec(("liverTests",), "liver tests", _liver),
     "allergies": FactSpec(("allergies",), "allergies", _allergies),
+    "courses": FactSpec(("thiopurineHistory",), "past thiopurine orders (course start)",
+                        _courses),
     "alkylating": FactSpec(("alkylatingHistory",), "past alkylating agents", _alkylating),
 }
 # Facts a fact's builder reads: their keys count as the dependant's too (start-up wiring check).
-DEPENDS = {"conditions": ("orders",), "pregnancy": ("conditions",), "alkylating": ("orders",)}
+DEPENDS = {"conditions": ("orders",), "pregnancy": ("conditions",), "alkylating": ("orders",),
+           "courses": ("orders",)}
 
 
 def keys_of(name: str) -> set[str]:

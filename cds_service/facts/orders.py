@@ -56,7 +56,9 @@ class Order:
 
     @property
     def reasons(self) -> list:
-        return as_list(self.resource.get("reasonCode"))
+        """Why it is given: R4/STU3 reasonCode, DSTU2 reasonCodeableConcept."""
+        return [*as_list(self.resource.get("reasonCode")),
+                *as_list(self.resource.get("reasonCodeableConcept"))]
 
 
 @dataclass(frozen=True)
@@ -66,18 +68,32 @@ class Orders:
     complete: bool = True      # False: the active medication list could not be had
     by_drug: Mapping[str, tuple[Order, ...]] = field(default_factory=dict)
     by_class: Mapping[str, tuple[Order, ...]] = field(default_factory=dict)
+    # the first order of each drug and drug class, and the first not judged (active, or a draft
+    # not selected): rules look partners up here, so evaluation stays linear in the orders
+    firsts: Mapping[tuple[str, str], Order] = field(default_factory=dict)
 
     @classmethod
     def of(cls, orders: Iterable[Order], complete: bool) -> Orders:
         orders = tuple(orders)
         by_drug: dict[str, list[Order]] = {}
         by_class: dict[str, list[Order]] = {}
+        firsts: dict[tuple[str, str], Order] = {}
         for order in orders:
             if order.drug:
                 by_drug.setdefault(order.drug, []).append(order)
                 by_class.setdefault(order.drug_class or "", []).append(order)
+                kinds = ["any"] + ["unjudged"] * (not order.judged) + ["active"] * (
+                    not order.draft)
+                for key in (order.drug, order.drug_class or ""):
+                    for kind in kinds:
+                        firsts.setdefault((key, kind), order)
         return cls(orders, complete, {k: tuple(v) for k, v in by_drug.items()},
-                   {k: tuple(v) for k, v in by_class.items()})
+                   {k: tuple(v) for k, v in by_class.items()}, firsts)
+
+    def first(self, drug_or_class: str, kind: str = "any") -> Order | None:
+        """The first order of a drug or drug class; `kind` "unjudged": one this call does not
+        judge (active, or a draft not selected); "active": on the active list."""
+        return self.firsts.get((drug_or_class, kind))
 
     @property
     def judged(self) -> tuple[Order, ...]:
@@ -88,7 +104,7 @@ class Orders:
 
     def established(self, drug: str) -> bool:
         """Already on this drug: an active or on-hold order for it."""
-        return any(not o.draft for o in self.by_drug.get(drug, ()))
+        return self.first(drug, "active") is not None
 
 
 def contained(resource: dict, ref: str) -> dict | None:
@@ -224,3 +240,25 @@ def make_order(resource: dict, medications: Mapping[str, dict], knowledge: Knowl
 
 def is_active(resource: dict) -> bool:
     return resource.get("resourceType") in ORDER_TYPES and status_of(resource) in ACTIVE_STATUSES
+
+
+# Orders of the past that show how long a course has run (a cancelled or mistaken order never
+# ran; a stopped one ended its course).
+_HISTORY_STATUSES = frozenset({"active", "on-hold", "completed", "stopped"})
+
+
+def course_start(order: Order, history: Iterable[Order]) -> Order:
+    """The order that started the current course at the current dose: walking back through
+    earlier orders of the same drug while the daily dose is the same and none was stopped. A
+    renewal is not a change; a dose change or a restart is."""
+    earlier = sorted((o for o in history if o.drug == order.drug and o.start and order.start
+                      and o.start < order.start and status_of(o.resource) in _HISTORY_STATUSES),
+                     key=lambda o: o.start, reverse=True)
+    first = order
+    for previous in earlier:
+        same = (previous.dose and first.dose and previous.dose.mg_per_day is not None
+                and previous.dose.mg_per_day == first.dose.mg_per_day)
+        if not same or status_of(previous.resource) == "stopped":
+            break
+        first = previous
+    return first

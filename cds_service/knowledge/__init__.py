@@ -166,6 +166,8 @@ def _pgx(spec: schema.PgxFile) -> Pgx:
         unknown = set(row.when.genes) - set(spec.genes)
         if unknown:
             raise KnowledgeError(f"pgx.yaml: ladder.{i}: unknown gene(s) {sorted(unknown)}")
+        if row.when.drugs and row.when.drugs != [d.lower() for d in row.when.drugs]:
+            raise KnowledgeError(f"pgx.yaml: ladder.{i}: drugs are written in lower case")
     return Pgx(spec, codes, hgnc, alleles, pairs, {a.code: a.phenotype for a in spec.answers})
 
 
@@ -177,14 +179,19 @@ def _prefetch(services: schema.ServicesFile, value_sets: dict[str, list[str]]) -
     return {key: _VALUE_SET.sub(expand, query) for key, query in services.prefetch.items()}
 
 
-def _value_sets(drug_codes: dict, analyte_by_code: dict, pgx: Pgx, labs: schema.LabsFile,
-                conditions: dict[str, schema.ConditionSet]) -> dict[str, list[str]]:
+def _value_sets(drug_codes: dict, drugs: schema.DrugsFile, analyte_by_code: dict, pgx: Pgx,
+                labs: schema.LabsFile, conditions: dict[str, schema.ConditionSet]
+                ) -> dict[str, list[str]]:
+    rxnorm = drugs.systems.rxnorm
     status = [c.observation.code for c in conditions.values() if c.observation]
     return {
         "blood-counts": sorted(analyte_by_code), "pgx": sorted(pgx.codes),
         "body-weight": list(labs.body_weight.codes), "liver": sorted(labs.liver_enzymes.analytes),
         "pregnancy-status": status,
         "alkylating": sorted(c for (_, c), d in drug_codes.items() if d == "alkylating-agent"),
+        "thiopurines": sorted(c for (system, c), d in drug_codes.items()
+                              if drugs.drugs[d].drug_class == "thiopurine"
+                              and system == rxnorm),
     }
 
 
@@ -230,8 +237,9 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
         drug_prefixes=prefixes, drug_pattern=pattern, drug_by_word=words, labs=labs,
         analyte_by_code=analyte_by_code, conditions=conditions, cards=files["rules"],
         pgx=pgx, services={s.id: s for s in files["services"].services},
-        prefetch=_prefetch(files["services"], _value_sets(drug_codes, analyte_by_code, pgx,
-                                                          labs, conditions)),
+        prefetch=_prefetch(files["services"], _value_sets(drug_codes, drugs,
+                                                          analyte_by_code, pgx, labs,
+                                                          conditions)),
         directory=directory,
     )
     check_wiring(knowledge, files)

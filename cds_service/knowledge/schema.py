@@ -103,6 +103,7 @@ class Drug(Model):
     groups: list[Code] = []
     dose_step_mg: PositiveNumber | None = None
     dose_mg_kg_day: list[DoseRange] = []
+    critical_above_mg_kg_day: PositiveNumber | None = None   # several times every labelled top
     interaction: Interaction | None = None
     source: Sources
 
@@ -257,6 +258,7 @@ class Suggestion(Model):
     label: Id
     fraction: Fraction | None = None
     test: Id | None = None
+    of: Literal["order", "partner"] = "order"      # remove-order: which order of the finding
 
     @model_validator(mode="after")
     def _fields(self) -> Suggestion:
@@ -320,6 +322,7 @@ class RulesFile(File):
     links: dict[Id, Link]
     override_reasons: dict[Id, Id]
     evidence: dict[Id, Id]
+    texts: dict[Literal["active-order-change"], Id]
     findings: dict[Id, Finding]
     tests: dict[Id, OrderableTest]
 
@@ -415,10 +418,13 @@ class Activity(Model):
 
 class LadderMatch(Model):
     """Which gene results a ladder row needs: among `genes` (default every gene), `require`
-    any or all of them to have one of `phenotypes`."""
+    any or all of them to have one of `phenotypes`; and, when given, the drug ordered and
+    whether it is given for a malignancy (the `malignancy` condition set)."""
     phenotypes: Annotated[list[Phenotype], Field(min_length=1)]
     genes: list[Id] = []
     require: Literal["any", "all"] = "any"
+    drugs: list[Id] = []
+    malignant: bool | None = None
 
 
 class LadderRow(Model):

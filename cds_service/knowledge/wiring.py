@@ -150,6 +150,12 @@ def _conditions(knowledge: Knowledge) -> None:
 
 def _drugs(knowledge: Knowledge) -> None:
     labs = knowledge.labs
+    for i, row in enumerate(knowledge.pgx.spec.ladder):
+        for drug in row.when.drugs:
+            if drug not in knowledge.drugs:
+                raise _fail("pgx.yaml", f"ladder.{i}: unknown drug '{drug}'")
+        if row.when.malignant is not None and "malignancy" not in knowledge.conditions:
+            raise _fail("pgx.yaml", f"ladder.{i}: malignant rows need conditions.malignancy")
     for name, drug in knowledge.drugs.items():
         if drug.allergy_group and drug.drug_class != "thiopurine":
             raise _fail("drugs.yaml", f"drugs.{name}: only thiopurines have an allergy group")

@@ -53,6 +53,7 @@ def _registry() -> dict[str, Rule]:
         data_unavailable,
         dose,
         dose_sense,
+        duplicates,
         hepatotoxicity,
         interactions,
         monitoring,
@@ -62,7 +63,8 @@ def _registry() -> dict[str, Rule]:
         xanthine_oxidase,
     )
     modules = (pgx, untested, xanthine_oxidase, cytopenia, dose, monitoring, hepatotoxicity,
-               interactions, contraindications, pregnancy, dose_sense, data_unavailable)
+               interactions, duplicates, contraindications, pregnancy, dose_sense,
+               data_unavailable)
     return {m.RULE.name: m.RULE for m in modules}
 
 

@@ -108,6 +108,9 @@ def cytopenia(order: Order, knowledge: Knowledge, *, counts: Counts,
     severity = {k: INDICATORS.index(f.indicator) for k, f in knowledge.cards.findings.items()}
     verdicts.sort(key=lambda v: severity[v[0]], reverse=True)
     key, mine = verdicts[0]
+    if "malignancy" in conditions.for_order(order):
+        # Cancer therapy: counts are steered by the protocol, not read as drug toxicity.
+        key, verdicts = "cytopenia-protocol", [("cytopenia-protocol", m) for _, m in verdicts]
     latest = mine[0]
     values = {"drug": drug, "analyte": knowledge.labs.analytes[latest.analyte].display,
               "value": latest.value, "days": max(1, (latest.when - mine[-1].when).days),
@@ -122,7 +125,7 @@ RULE = Rule(
     values=frozenset({"drug", "analyte", "value", "fall", "days", "counts"}),
     findings=("cytopenia-critical", "cytopenia-low", "cytopenia-falling", "cytopenia-itp",
               "cytopenia-itp-bleeding-risk", "cytopenia-itp-severe-bleeding-risk",
-              "cytopenia-itp-falling", "cytopenia-no-recent"),
+              "cytopenia-itp-falling", "cytopenia-protocol", "cytopenia-no-recent"),
     evidence={"count": COUNT, "count-inferred-unit": COUNT, "count-derived": COUNT,
               "count-peak": PEAK, "count-newer-unreadable": UNREADABLE,
               "no-count": frozenset({"analyte", "days"}), **CONDITION},

@@ -59,18 +59,20 @@ def dose(order: Order, knowledge: Knowledge, *, orders: Orders, weight: Measurem
     low, high = entry.range
     if per_kg <= high:
         return []
+    critical = knowledge.drugs[order.drug].critical_above_mg_kg_day
+    key = "dose-far-above-range" if critical and per_kg > critical else "dose-above-range"
     values = {"drug": knowledge.drugs[order.drug].display, "dose_kg": per_kg, "low": low,
               "high": high, "indication": entry.label, "dose_day": order.dose.mg_per_day,
               "weight": weight.value, "fraction": high / per_kg}
     evidence = Evidence("dose-weight", {"dose_day": order.dose.mg_per_day, "weight": weight.value,
                                         "date": weight.when, "resource": weight.resource})
-    return [Finding("dose-above-range", order, values, (evidence,))]
+    return [Finding(key, order, values, (evidence,))]
 
 
 RULE = Rule(
     name="dose", evaluate=dose, applies_to=frozenset({THIOPURINE}),
     values=frozenset({"drug", "dose_kg", "low", "high", "indication", "dose_day", "weight",
                       "fraction"}),
-    findings=("dose-above-range",),
+    findings=("dose-above-range", "dose-far-above-range"),
     evidence={"dose-weight": frozenset({"dose_day", "weight", "date", "resource"})},
 )

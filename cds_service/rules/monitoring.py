@@ -11,9 +11,11 @@ from ..knowledge import Knowledge
 from . import THIOPURINE, Rule
 
 
-def monitoring(order: Order, knowledge: Knowledge, *, counts: Counts,
-               now: datetime) -> list[Finding]:
-    start = order.start
+def monitoring(order: Order, knowledge: Knowledge, *, counts: Counts, now: datetime,
+               courses: dict[str, Order]) -> list[Finding]:
+    """Counted from the start of the course at the current dose, not from the last renewal."""
+    course = courses.get(order.ref, order)
+    start = course.start
     if order.draft or start is None or not counts.complete:
         return []
     spec = knowledge.labs.monitoring
@@ -24,7 +26,7 @@ def monitoring(order: Order, knowledge: Knowledge, *, counts: Counts,
         return []
     values = {"drug": knowledge.drugs[order.drug].display, "every": step.every_days,
               "phase": step.phase, "last": last}
-    evidence = [Evidence("therapy-start", {"resource": order.ref, "date": start, "day": day})]
+    evidence = [Evidence("therapy-start", {"resource": course.ref, "date": start, "day": day})]
     if counts.latest:
         evidence.append(Evidence("last-count", {"date": counts.latest}))
     return [Finding("monitoring-overdue" if last else "monitoring-none-since-start", order,

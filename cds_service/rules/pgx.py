@@ -14,10 +14,13 @@ RESULT = frozenset({"gene", "detail", "form", "phenotype", "resource", "date", "
 CONFLICT = frozenset({"gene", "phenotypes"})
 
 
-def _matching(row: schema.LadderRow, results: dict[str, GeneResult],
-              knowledge: Knowledge) -> tuple[str, ...]:
+def _matching(row: schema.LadderRow, results: dict[str, GeneResult], drug: str,
+              malignant: bool, knowledge: Knowledge) -> tuple[str, ...]:
     """The genes that make the row match (empty: it does not)."""
-    genes = row.when.genes or list(knowledge.pgx.genes)
+    when = row.when
+    if (when.drugs and drug not in when.drugs) or when.malignant not in (None, malignant):
+        return ()
+    genes = when.genes or list(knowledge.pgx.genes)
     hits = tuple(g for g in genes if g in results and results[g].phenotype in row.when.phenotypes)
     if row.when.require == "all" and len(hits) < len(genes):
         return ()
@@ -27,9 +30,9 @@ def _matching(row: schema.LadderRow, results: dict[str, GeneResult],
 def _ladder(order: Order, pgx: PgxResults, conditions: Conditions,
             knowledge: Knowledge) -> tuple[str, tuple[str, ...]] | None:
     """(finding key, the genes that matched) of the first matching row."""
-    del order, conditions  # the rows match on phenotypes only so far
+    malignant = "malignancy" in conditions.for_order(order)
     for row in knowledge.pgx.spec.ladder:
-        genes = _matching(row, pgx.by_gene, knowledge)
+        genes = _matching(row, pgx.by_gene, order.drug, malignant, knowledge)
         if genes:
             return row.finding, genes
     return None

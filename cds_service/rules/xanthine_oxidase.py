@@ -19,8 +19,7 @@ def _inhibitor(thiopurine: Order, orders: Orders, knowledge: Knowledge) -> Order
     (contraindicated) before allopurinol (dose cut)."""
     if not _substrate(thiopurine, knowledge):
         return None
-    return min((o for o in orders.of_class(XO_INHIBITOR) if o is not thiopurine),
-               key=lambda o: o.drug != "febuxostat", default=None)
+    return orders.first("febuxostat") or orders.first(XO_INHIBITOR)
 
 
 def inhibitor_finding(thiopurine: Order, orders: Orders, knowledge: Knowledge) -> str | None:
@@ -33,14 +32,17 @@ def xanthine_oxidase(order: Order, knowledge: Knowledge, *, orders: Orders) -> l
         inhibitor, thiopurine = _inhibitor(order, orders, knowledge), order
     else:
         inhibitor = order
-        thiopurine = next((o for o in orders.of_class(THIOPURINE)
-                           if not o.judged and _substrate(o, knowledge)), None)
+        thiopurine = next((o for drug, spec in knowledge.drugs.items()
+                           if spec.xanthine_oxidase_substrate
+                           and (o := orders.first(drug, "unjudged"))), None)
     if inhibitor is None or thiopurine is None:
         return []
     values = {"drug": knowledge.drugs[order.drug].display,
               "thiopurine": knowledge.drugs[thiopurine.drug].display}
     evidence = (order_evidence(inhibitor, knowledge), order_evidence(thiopurine, knowledge))
-    return [Finding(f"xo-{inhibitor.drug}", order, values, evidence, target=thiopurine)]
+    partner = inhibitor if order is thiopurine else thiopurine
+    return [Finding(f"xo-{inhibitor.drug}", order, values, evidence, target=thiopurine,
+                    partner=partner)]
 
 
 RULE = Rule(
