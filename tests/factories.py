@@ -93,7 +93,9 @@ class Factory:
             resource["prescriber"] = {"reference": USER}
         else:
             resource |= {"intent": "order", "requester": {"reference": USER}}
-        if reason:
+        if reason and shape == "DSTU2":  # DSTU2 MedicationOrder: one reasonCodeableConcept
+            resource["reasonCodeableConcept"] = self.reason_concept(reason)
+        elif reason:
             resource["reasonCode"] = [self.reason_concept(reason)]
         dose = ({"value": tablets, "unit": "tablet", "system": UCUM, "code": "{tbl}"}
                 if mg is None else {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"})
@@ -326,7 +328,7 @@ class Scenario:
 
     def _drafts(self) -> dict:
         bundle = {"resourceType": "Bundle", "type": "collection",
-                  "entry": [{"resource": d} for d in self.drafts or []]}
+                  "entry": [{"resource": d} for d in copy.deepcopy(self.drafts or [])]}
         if self.sandbox:
             del bundle["type"]
             for entry in bundle["entry"]:
