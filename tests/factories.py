@@ -29,6 +29,7 @@ SERVICES = {"order-select": "thiopurine-order-select", "order-sign": "thiopurine
             "medication-prescribe": "thiopurine-medication-prescribe",
             "patient-view": "thiopurine-patient-view"}
 COUNT_UNIT = "10*3/uL"
+BASELINE_CBC = {"platelets": 250, "neutrophils": 4.2, "leukocytes": 7.1}   # x10^9/L
 
 
 def when(days_ago: float = 0, at: str = "08:15:00") -> str:
@@ -327,7 +328,7 @@ class Scenario:
         return value if isinstance(value, dict) else [*own.get(key, []), *value]
 
     def _drafts(self) -> dict:
-        bundle = {"resourceType": "Bundle", "type": "collection",
+        bundle = {"resourceType": "Bundle", "type": "collection",  # a copy: quirks edit it
                   "entry": [{"resource": d} for d in copy.deepcopy(self.drafts or [])]}
         if self.sandbox:
             del bundle["type"]
@@ -362,9 +363,6 @@ class Scenario:
                 {"severity": "error", "code": "exception", "diagnostics": "failed"}]}
         value = self.resources(key)
         return value if isinstance(value, dict) else searchset(value)
-
-
-BASELINE_CBC = {"platelets": 250, "neutrophils": 4.2, "leukocytes": 7.1}
 
 
 def sandbox_quirks(draft: dict) -> None:
