@@ -29,6 +29,7 @@ SERVICES = {"order-select": "thiopurine-order-select", "order-sign": "thiopurine
             "medication-prescribe": "thiopurine-medication-prescribe",
             "patient-view": "thiopurine-patient-view"}
 COUNT_UNIT = "10*3/uL"
+BASELINE_CBC = {"platelets": 250, "neutrophils": 4.2, "leukocytes": 7.1}   # x10^9/L
 
 
 def when(days_ago: float = 0, at: str = "08:15:00") -> str:
@@ -69,29 +70,45 @@ class Factory:
 
     def order(self, drug: str = "azathioprine", *, id: str | None = None,  # noqa: A002
               status: str = "draft", tablets: float | None = 3, mg: float | None = None,
-              strength: float | None = 50, per_day: float = 1, authored: str | None = None,
-              reason: str | None = None, text: str | None = None, shape: str = "R4",
-              start: str | None = None, **_: Any) -> dict:
-        """A MedicationRequest (R4, or STU3 with `shape: STU3`; DSTU2 MedicationOrder)."""
+              strength: float | None = 50, per_day: float = 1, authored: str | int | None = None,
+              reason: str | dict | None = None, text: str | None = None, shape: str = "R4",
+              start: str | None = None, bare: bool = False, code: str | None = None,
+              prior: str | None = None, **_: Any) -> dict:
+        """A MedicationRequest (R4, or STU3 with `shape: STU3`; DSTU2 MedicationOrder).
+        `code`: an RxNorm code of the drug in cards/drugs.yaml instead of its product;
+        `prior`: the order it renews or replaces (priorPrescription)."""
         spec = self.k.drugs.get(drug)
         strength = strength if spec is None or not spec.products or strength in (
             spec.products.values()) else None
-        resource = {
+        resource: dict[str, Any] = {
             "resourceType": "MedicationOrder" if shape == "DSTU2" else "MedicationRequest",
             "id": id or f"{'draft' if status == 'draft' else 'active'}-{drug}",
-            "status": status, "intent": "order",
-            "medicationCodeableConcept": self.medication_concept(drug, strength, text),
-            "subject": {"reference": f"Patient/{PATIENT}"},
-            "requester": {"reference": USER},
+            "status": status, "subject": {"reference": f"Patient/{PATIENT}"},
         }
         if shape == "DSTU2":
-            del resource["intent"]
             resource["patient"] = resource.pop("subject")
-            resource["prescriber"] = resource.pop("requester")
-        resource["dateWritten" if shape == "DSTU2" else "authoredOn"] = authored or (
-            NOW.date().isoformat())
-        if reason:
-            resource["reasonCode"] = [self.condition_concept(reason)]
+        written = "dateWritten" if shape == "DSTU2" else "authoredOn"
+        resource[written] = (when(authored)[:10] if isinstance(authored, int)
+                             else authored or NOW.date().isoformat())
+        if bare:
+            return resource  # the sandbox's draft before a medication is chosen
+        resource["medicationCodeableConcept"] = self.medication_concept(drug, strength, text)
+        if code:
+            known = {c for (_, c), d in self.k.drug_codes.items() if d == drug}
+            if code not in known:
+                raise KeyError(f"{code} is not a code of {drug} in cards/drugs.yaml")
+            resource["medicationCodeableConcept"] = {"coding": [coding(
+                self.k.drug_systems.rxnorm, code)]}
+        if prior:
+            resource["priorPrescription"] = {"reference": prior}
+        if shape == "DSTU2":
+            resource["prescriber"] = {"reference": USER}
+        else:
+            resource |= {"intent": "order", "requester": {"reference": USER}}
+        if reason and shape == "DSTU2":  # DSTU2 MedicationOrder: one reasonCodeableConcept
+            resource["reasonCodeableConcept"] = self.reason_concept(reason)
+        elif reason:
+            resource["reasonCode"] = [self.reason_concept(reason)]
         dose = ({"value": tablets, "unit": "tablet", "system": UCUM, "code": "{tbl}"}
                 if mg is None else {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"})
         repeat: dict[str, Any] = {"frequency": per_day, "period": 1,
@@ -105,6 +122,14 @@ class Factory:
             dosage["doseQuantity"] = dose
         resource["dosageInstruction"] = [dosage]
         return resource
+
+    def service_request(self, test: str, id: str | None = None, **_: Any) -> dict:  # noqa: A002
+        """A draft ServiceRequest for a test of cards/rules.yaml `tests` (e.g. a CBC)."""
+        code = self.k.cards.tests[test].code
+        return {"resourceType": "ServiceRequest", "id": id or f"draft-{test}", "status": "draft",
+                "intent": "order", "code": {"coding": [coding(code.system, code.code,
+                                                              code.display)]},
+                "subject": {"reference": f"Patient/{PATIENT}"}, "requester": {"reference": USER}}
 
     # ---- observations ------------------------------------------------------------------
 
@@ -121,15 +146,17 @@ class Factory:
         return {"coding": [coding(self.k.labs.loinc, code, display)]}
 
     def count(self, analyte: str, value: Any, *, days_ago: float = 14, unit: str | None =
-              COUNT_UNIT, status: str = "final", low: float | None = None, code_index: int = 0,
-              id: str | None = None, effective: str | None = None, **_: Any) -> dict:  # noqa: A002
+              COUNT_UNIT, ucum: bool = True, status: str = "final", low: float | None = None,
+              code_index: int = 0, id: str | None = None, effective: str | None = None,  # noqa: A002
+              **_: Any) -> dict:
+        """A blood count; the unit as a UCUM code too unless `ucum` is false (e.g. "K/uL")."""
         spec = self.k.labs.analytes[analyte]
         taken = effective if effective is not None else when(days_ago)
         obs = self.observation(id or f"{analyte}-{str(taken)[:10]}",
                                self.loinc(spec.codes[code_index], spec.display), taken,
                                status=status)
         quantity = {"value": value} if unit is None else {"value": value, "unit": unit}
-        if unit is not None and unit == COUNT_UNIT:
+        if unit is not None and ucum:
             quantity |= {"system": UCUM, "code": unit}
         obs["valueQuantity"] = quantity
         if low is not None:
@@ -165,19 +192,23 @@ class Factory:
                 "valueCodeableConcept": {"coding": [coding(
                     spec.systems.hgnc[system], spec.genes[gene].hgnc, gene)]}}
 
+    def pgx_code(self, gene: str, kind: str, own: bool) -> str:
+        """The LOINC code for a result kind: the generic one, or the gene's own."""
+        spec = self.k.pgx.spec
+        return getattr(spec.genes[gene].codes if own else spec.generic_codes, kind)[0].code
+
     def pgx(self, gene: str, *, diplotype: str | None = None, phenotype: str | None = None,
             text: str | None = None, activity: float | None = None,
             range: list[float] | None = None, flag: str | None = None,  # noqa: A002
-            code: str | None = None, date: str = "2024-02-14T10:00:00Z",
+            gene_code: bool = False, date: str = "2024-02-14T10:00:00Z",
             status: str = "final", component: bool = True, hgnc_system: int = 0,
             id: str | None = None, value_string: bool = False, **_: Any) -> dict:  # noqa: A002
-        """One TPMT/NUDT15 result: a genotype, a phenotype (LA code or text) or an activity."""
+        """One TPMT/NUDT15 result: a genotype, a phenotype (LA code or text) or an activity,
+        coded with the generic code of its kind, or the gene's own with `gene_code`."""
         spec = self.k.pgx
-        generic = {kind: [c.code for c in getattr(spec.spec.generic_codes, kind)]
-                   for kind in ("phenotype", "genotype")}
         if diplotype is not None:
             obs = self.observation(id or f"genotype-{gene.lower()}",
-                                   self.loinc(code or generic["genotype"][0]), date,
+                                   self.loinc(self.pgx_code(gene, "genotype", gene_code)), date,
                                    status=status)
             label = f"{gene} {diplotype}"
             if value_string:
@@ -186,8 +217,8 @@ class Factory:
                 obs["valueCodeableConcept"] = {"coding": [{"system": PHARMVAR,
                                                            "display": label}], "text": label}
         elif activity is not None:
-            obs = self.observation(id or "tpmt-activity", self.loinc(
-                code or spec.spec.genes[gene].codes.activity[0].code), date, status=status)
+            obs = self.observation(id or f"tpmt-activity-{date[:4]}", self.loinc(
+                self.pgx_code(gene, "activity", True)), date, status=status)
             obs["valueQuantity"] = {"value": activity, "unit": "U/mL", "system": UCUM,
                                     "code": "U/mL"}
             if range:
@@ -199,7 +230,7 @@ class Factory:
             component = False
         else:
             obs = self.observation(id or f"phenotype-{gene.lower()}",
-                                   self.loinc(code or generic["phenotype"][0]), date,
+                                   self.loinc(self.pgx_code(gene, "phenotype", gene_code)), date,
                                    status=status)
             if phenotype is not None:
                 la = next(c for c, p in spec.answers.items() if p == phenotype)
@@ -221,6 +252,14 @@ class Factory:
             return {"coding": [coding(code.system, code.code)], "text": spec.display}
         return {"text": spec.words[0]}
 
+    def reason_concept(self, reason: str | dict) -> dict:
+        """An order's reason: a condition name, {name, index} or {text} (a single object in the
+        sandbox's shape)."""
+        if isinstance(reason, str):
+            return self.condition_concept(reason)
+        return {"text": reason["text"]} if "text" in reason else self.condition_concept(
+            reason["name"], reason.get("index", 0))
+
     def condition(self, name: str | None = None, *, index: int = 0, text: str | None = None,
                   system: str | None = None, code: str | None = None,
                   clinical: str = "active", id: str | None = None, **_: Any) -> dict:  # noqa: A002
@@ -235,21 +274,26 @@ class Factory:
                 "code": concept, "subject": {"reference": f"Patient/{PATIENT}"}}
 
     def allergy(self, drug: str, *, verification: str | None = None) -> dict:
+        """An allergy to a drug's ingredient (its first RxNorm ingredient code)."""
+        spec = self.k.drugs[drug]
+        code = coding(self.k.drug_systems.rxnorm, spec.rxnorm_ingredient[0], spec.display)
         allergy = {"resourceType": "AllergyIntolerance", "id": f"allergy-{drug}",
-                   "code": self.medication_concept(drug) if not self.k.drugs[drug].products
-                   else {"coding": [coding(self.k.drug_systems.rxnorm,
-                                           self.k.drugs[drug].rxnorm_ingredient[0])]},
+                   "code": {"coding": [code], "text": spec.display},
                    "patient": {"reference": f"Patient/{PATIENT}"}}
         if verification:
             allergy["verificationStatus"] = {"coding": [coding(
                 f"{THO}/allergyintolerance-verification", verification)]}
         return allergy
 
-    def status_observation(self, name: str, answer: str, days_ago: float = 3) -> dict:
+    def status_observation(self, name: str, text: str | None = None,
+                           days_ago: float = 3) -> dict:
+        """A pregnancy / breastfeeding status Observation answering yes (the knowledge's answer
+        code), or with an uncoded `text` answer (the knowledge holds no "no" answer codes)."""
         spec = self.k.conditions[name].observation
         obs = self.observation(f"status-{name}", self.loinc(spec.code), when(days_ago),
                                category="social-history")
-        obs["valueCodeableConcept"] = {"coding": [coding(self.k.labs.loinc, answer)]}
+        obs["valueCodeableConcept"] = ({"text": text} if text is not None else
+                                       {"coding": [coding(self.k.labs.loinc, spec.answers[0])]})
         return obs
 
 
@@ -268,116 +312,158 @@ class Scenario:
     def __init__(self, knowledge: Knowledge, hook: str = "order-select") -> None:
         self.f = Factory(knowledge)
         self.hook = hook
-        self.drafts = [self.f.order()]
+        self.drafts: list[dict] | None = [self.f.order()]   # None: no draftOrders at all
         self.selections: list[str] | None = None      # None: every draft is selected
+        self.counts = {name: self.f.count(name, value) for name, value in BASELINE_CBC.items()}
+        self.genes = {gene: self.f.pgx(gene, diplotype="*1/*1") for gene in ("TPMT", "NUDT15")}
         self.data: dict[str, Any] = {
             "patient": {"resourceType": "Patient", "id": PATIENT, "gender": "female",
                         "birthDate": "1981-06-14"},
-            "medications": [],
-            "bloodCounts": [self.f.count("platelets", 250), self.f.count("neutrophils", 4.2),
-                            self.f.count("leukocytes", 7.1)],
-            "pgxResults": [self.f.pgx("TPMT", diplotype="*1/*1"),
-                           self.f.pgx("NUDT15", diplotype="*1/*1")],
+            "medications": [], "bloodCounts": [], "pgxResults": [],
             "conditions": [self.f.condition(text="Crohn's disease of ileum", id="crohns")],
             "weight": [self.f.weight(70)],
             "allergies": [], "pregnancyStatus": [], "alkylatingHistory": [], "liverTests": [],
+            "thiopurineHistory": [],
         }
         self.states: dict[str, str] = {}            # key -> null | error | absent
+        self.no_prefetch = False                    # True: the request has no prefetch at all
+        self.sandbox = False                        # True: the sandbox's shape quirks
 
     @property
     def service(self) -> str:
         return SERVICES[self.hook]
 
+    def resources(self, key: str) -> list[dict] | dict:
+        """What the EHR holds for a prefetch key (a list, or the Patient)."""
+        own = {"bloodCounts": list(self.counts.values()), "pgxResults": list(self.genes.values())}
+        value = self.data.get(key, [])
+        return value if isinstance(value, dict) else [*own.get(key, []), *value]
+
+    def _drafts(self) -> dict:
+        bundle = {"resourceType": "Bundle", "type": "collection",  # a copy: quirks edit it
+                  "entry": [{"resource": d} for d in copy.deepcopy(self.drafts or [])]}
+        if self.sandbox:
+            del bundle["type"]
+            for entry in bundle["entry"]:
+                sandbox_quirks(entry["resource"])
+        return bundle
+
     def body(self, knowledge: Knowledge) -> dict:
         body: dict[str, Any] = {
             "hook": self.hook, "hookInstance": str(uuid.uuid4()), "fhirServer": FHIR_SERVER,
             "context": {"userId": USER, "patientId": PATIENT}}
-        drafts = {"resourceType": "Bundle", "type": "collection",
-                  "entry": [{"resource": d} for d in self.drafts]}
-        if self.hook in ("order-select", "order-sign"):
-            body["context"]["draftOrders"] = drafts
-        elif self.hook == "medication-prescribe":
-            body["context"]["medications"] = drafts
-        if self.hook == "order-select":
-            body["context"]["selections"] = self.selections or [
-                f"{d['resourceType']}/{d['id']}" for d in self.drafts]
-        prefetch = {}
-        for key in knowledge.services[self.service].prefetch:
-            state = self.states.get(key)
-            value = self.data.get(key, [])
-            if state == "absent":
-                continue
-            if state == "null":
-                prefetch[key] = None
-            elif state == "error":
-                prefetch[key] = {"resourceType": "OperationOutcome", "issue": [
-                    {"severity": "error", "code": "exception", "diagnostics": "failed"}]}
-            else:
-                prefetch[key] = value if isinstance(value, dict) else searchset(value)
-        body["prefetch"] = prefetch
+        if self.drafts is not None:
+            if self.hook in ("order-select", "order-sign"):
+                body["context"]["draftOrders"] = self._drafts()
+            elif self.hook == "medication-prescribe":
+                body["context"]["medications"] = self._drafts()
+            if self.hook == "order-select":
+                body["context"]["selections"] = self.selections or [
+                    f"{d['resourceType']}/{d['id']}" for d in self.drafts]
+        if not self.no_prefetch:
+            body["prefetch"] = {key: self._prefetch(key)
+                                for key in knowledge.services[self.service].prefetch
+                                if self.states.get(key) != "absent"}
         return copy.deepcopy(body)
+
+    def _prefetch(self, key: str) -> dict | None:
+        state = self.states.get(key)
+        if state == "null":
+            return None
+        if state == "error":
+            return {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "exception", "diagnostics": "failed"}]}
+        value = self.resources(key)
+        return value if isinstance(value, dict) else searchset(value)
+
+
+def sandbox_quirks(draft: dict) -> None:
+    """The CDS Hooks sandbox's draft shape (its captures): category and reasonCode as single
+    objects, a "{pill}" dose without a unit, intent on DSTU2 too, no requester."""
+    if "medicationCodeableConcept" not in draft:
+        return  # Rx View before a medication is chosen: the draft is bare
+    draft.pop("requester", None)
+    draft.pop("prescriber", None)
+    draft["intent"] = "order"
+    draft["category"] = {"coding": [coding(f"{THO}/medicationrequest-category", "community")]}
+    if "reasonCode" in draft:
+        draft["reasonCode"] = draft["reasonCode"][0]
+    for dosage in draft["dosageInstruction"]:
+        holder = (dosage.get("doseAndRate") or [dosage])[0]
+        holder["doseQuantity"] = {"value": holder["doseQuantity"]["value"], "system": UCUM,
+                                  "code": "{pill}"}
 
 
 def _orders(f: Factory, specs: list, status: str) -> list[dict]:
-    return [f.order(**{"status": status, **({"drug": s} if isinstance(s, str) else s)})
+    """Orders from names or field maps; `{test: cbc}` is a draft ServiceRequest."""
+    return [f.service_request(**s) if isinstance(s, dict) and "test" in s else
+            f.order(**{"status": status, **({"drug": s} if isinstance(s, str) else s)})
             for s in specs]
+
+
+def _counts(scenario: Scenario, value: dict) -> None:
+    for analyte, spec in value.items():
+        spec = spec if isinstance(spec, dict) else {"value": spec}
+        if spec.get("value", 0) is None:
+            scenario.counts.pop(analyte, None)
+        else:
+            scenario.counts[analyte] = scenario.f.count(analyte, **spec)
 
 
 def apply(scenario: Scenario, given: dict) -> Scenario:
     """Change the baseline as a case's `given` says (vocabulary: tests/cases/README.md)."""
-    f = scenario.f
+    f, data = scenario.f, scenario.data
     for key, value in given.items():
         if key == "hook":
             scenario.hook = value
         elif key == "draft":
             scenario.drafts = [f.order(**{"status": "draft", **value})]
         elif key == "drafts":
-            scenario.drafts = _orders(f, value, "draft")
+            scenario.drafts = None if value is None else _orders(f, value, "draft")
         elif key == "selected":
             scenario.selections = value
+        elif key == "sandbox":
+            scenario.sandbox = value
         elif key == "medications":
-            scenario.data["medications"] = _orders(f, value, "active")
+            data["medications"] = _orders(f, value, "active")
         elif key == "pgx":
-            results = {r["component"][0]["valueCodeableConcept"]["coding"][0]["display"]: r
-                       for r in scenario.data["pgxResults"]}
             for gene, spec in value.items():
-                if spec is None:
-                    results.pop(gene, None)
-                else:
-                    results[gene] = f.pgx(gene, **spec)
-            scenario.data["pgxResults"] = list(results.values())
+                scenario.genes.pop(gene, None)
+                if spec is not None:
+                    scenario.genes[gene] = f.pgx(gene, **spec)
         elif key == "pgx_results":
-            scenario.data["pgxResults"] = [f.pgx(**spec) for spec in value]
+            scenario.genes = {}
+            data["pgxResults"] = [f.pgx(**spec) for spec in value]
         elif key == "counts":
-            by_name = {o["id"].split("-")[0]: o for o in scenario.data["bloodCounts"]}
-            for analyte, spec in value.items():
-                spec = spec if isinstance(spec, dict) else {"value": spec}
-                if spec.get("value", 0) is None:
-                    by_name.pop(analyte, None)
-                else:
-                    by_name[analyte] = f.count(analyte, **spec)
-            scenario.data["bloodCounts"] = list(by_name.values())
+            _counts(scenario, value)
+        elif key == "cbc_days_ago":
+            _counts(scenario, {name: {"value": v, "days_ago": value}
+                               for name, v in BASELINE_CBC.items()})
         elif key == "history":
-            scenario.data["bloodCounts"] += [f.count(**spec) for spec in value]
+            data["bloodCounts"] = [*data["bloodCounts"], *(f.count(**spec) for spec in value)]
         elif key == "conditions":
-            scenario.data["conditions"] = [f.condition(**(
+            data["conditions"] = [f.condition(**(
                 {"name": c} if isinstance(c, str) else c)) for c in value]
         elif key == "weight":
-            scenario.data["weight"] = [] if value is None else [f.weight(value)]
+            data["weight"] = [] if value is None else [f.weight(value)]
         elif key == "allergies":
-            scenario.data["allergies"] = [f.allergy(**({"drug": a} if isinstance(a, str)
-                                                       else a)) for a in value]
+            data["allergies"] = [f.allergy(**({"drug": a} if isinstance(a, str) else a))
+                                 for a in value]
         elif key == "alkylating":
-            scenario.data["alkylatingHistory"] = _orders(f, value, "completed")
+            data["alkylatingHistory"] = _orders(f, value, "completed")
         elif key == "status":
-            scenario.data["pregnancyStatus"] = [f.status_observation(**s) for s in value]
+            data["pregnancyStatus"] = [f.status_observation(**(
+                {"name": s} if isinstance(s, str) else s)) for s in value]
         elif key == "liver":
-            scenario.data["liverTests"] = [f.liver(**spec) for spec in value]
+            data["liverTests"] = [f.liver(**spec) for spec in value]
         elif key == "prefetch":
-            scenario.states.update(value)
+            if value == "absent":
+                scenario.no_prefetch = True
+            else:  # YAML null arrives as None
+                scenario.states.update({k: v or "null" for k, v in value.items()})
         elif key == "raw":
             for data_key, resources in value.items():
-                scenario.data[data_key] = [*scenario.data.get(data_key, []), *resources]
+                data[data_key] = [*data.get(data_key, []), *resources]
         else:
             raise KeyError(f"unknown 'given' key {key!r}")
     return scenario
