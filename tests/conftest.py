@@ -1,20 +1,15 @@
-"""Shared fixtures: the app with a fixed clock and a private store, and the FHIR fixtures."""
+"""Shared fixtures: the app with a fixed clock and a private store, and requests built from the
+factories (tests/factories.py)."""
 
 from __future__ import annotations
-
-import json
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from cds_service import create_app
 from cds_service.config import Settings
-from cds_service.knowledge import load_knowledge
+from cds_service.knowledge import Knowledge, load_knowledge
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the fixtures are dated relative to this
+from .factories import NOW, Scenario, apply
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +35,7 @@ def client(app):
     return app.test_client()
 
 
-def load_request(name: str) -> dict:
-    return json.loads((FIXTURES / "requests" / f"{name}.json").read_text())
+def hook_call(knowledge: Knowledge, given: dict | None = None) -> tuple[str, dict]:
+    """(path, body) of the baseline patient changed as `given` says (tests/cases/README.md)."""
+    scenario = apply(Scenario(knowledge), given or {})
+    return f"/cds-services/{scenario.service}", scenario.body(knowledge)
