@@ -184,6 +184,15 @@ def test_an_unreadable_peak_is_reported_and_the_next_highest_kept(f, read):
     assert counts.problems == ("Platelets Observation/pct: unit '%' is not recognised",)
 
 
+def test_an_earlier_count_lower_than_the_latest_is_no_peak(f, read):
+    """The highest earlier count is unreadable and the next one is below the latest: no fall."""
+    counts = read(f.count("platelets", 400, days_ago=60, unit="%", id="pct"),
+                  f.count("platelets", 150, days_ago=40, id="p150"),
+                  f.count("platelets", 200, id="p200"))
+    assert values(counts, "platelets") == [200]
+    assert counts.problems == ("Platelets Observation/pct: unit '%' is not recognised",)
+
+
 def test_completeness_is_passed_on(f, read):
     assert read(f.count("platelets", 250)).complete
     assert not read(f.count("platelets", 250), complete=False).complete

@@ -114,6 +114,18 @@ def test_dose_in_mg_per_day(knowledge, given, mg_per_day):
     assert dose.mg_per_day == (pytest.approx(mg_per_day) if mg_per_day else None)
 
 
+def test_a_product_code_in_another_system_gives_no_strength(knowledge):
+    rxnorm, product = knowledge.drug_systems.rxnorm, next(iter(knowledge.drugs["azathioprine"]
+                                                              .products))
+    order = _order(knowledge)
+    order["medicationCodeableConcept"] = {"coding": [
+        {"system": LOCAL, "code": product},
+        {"system": rxnorm, "code": knowledge.drugs["azathioprine"].rxnorm_ingredient[0]}]}
+    concepts = medication_concepts(order, {})
+    dose = read_dose(order, concepts, identify(concepts, knowledge), knowledge)
+    assert (dose.value, dose.unit, dose.strength_mg, dose.mg_per_day) == (3, "tablet", None, None)
+
+
 @pytest.mark.parametrize("quantity, repeat, mg_per_day", [
     ({"value": 1, "unit": "tablet"}, {"frequency": 1, "period": 2, "periodUnit": "d"}, 25),
     ({"value": 7, "code": "mg"}, {"frequency": 1, "period": 1, "periodUnit": "wk"}, 1),
