@@ -39,3 +39,14 @@ def hook_call(knowledge: Knowledge, given: dict | None = None) -> tuple[str, dic
     """(path, body) of the baseline patient changed as `given` says (tests/cases/README.md)."""
     scenario = apply(Scenario(knowledge), given or {})
     return f"/cds-services/{scenario.service}", scenario.body(knowledge)
+
+
+@pytest.fixture
+def order_select(knowledge):
+    """given -> the order-select request of the baseline patient changed as `given` says (a new
+    hook instance each time)."""
+    def build(given: dict) -> dict:
+        path, body = hook_call(knowledge, given)
+        assert path == "/cds-services/thiopurine-order-select", path
+        return body
+    return build

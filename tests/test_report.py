@@ -14,7 +14,6 @@ import pytest
 from cds_service import cli, report
 from cds_service.report import NO_CODE
 
-from .conftest import hook_call
 from .factories import PATIENT, USER
 
 SELECT = "/cds-services/thiopurine-order-select"
@@ -23,17 +22,6 @@ POOR = {"pgx": {"TPMT": {"phenotype": "poor"}}}                  # thiopurine-pg
 INTERMEDIATE = {"pgx": {"TPMT": {"phenotype": "intermediate"}}}  # thiopurine-pgx, warning
 ALLOPURINOL = {"medications": ["allopurinol"]}                   # xanthine oxidase, warning
 PLATELETS_149 = {"counts": {"platelets": 149}}                   # cytopenia, warning
-
-
-@pytest.fixture
-def call(knowledge):
-    """The order-select call of the baseline patient changed as `given` says; each call is a
-    new hook instance."""
-    def call(given: dict) -> dict:
-        path, body = hook_call(knowledge, given)
-        assert path == SELECT
-        return body
-    return call
 
 
 def _post(client, body: dict, path: str = SELECT) -> list[dict]:
@@ -62,14 +50,14 @@ def _feedback(client, card: dict, outcome: str, code: str | None = None,
 
 
 @pytest.fixture
-def filled(app, client, call):
+def filled(app, client, order_select):
     """Cards for four rule families, feedback on most, one repeat suppressed at order-sign."""
     issued = []
-    intermediate = _post(client, call(INTERMEDIATE))
-    poor = _post(client, call(POOR))
-    poor_again = _post(client, call(POOR))
-    xo = _post(client, call(ALLOPURINOL))
-    cytopenia_body = call(PLATELETS_149)
+    intermediate = _post(client, order_select(INTERMEDIATE))
+    poor = _post(client, order_select(POOR))
+    poor_again = _post(client, order_select(POOR))
+    xo = _post(client, order_select(ALLOPURINOL))
+    cytopenia_body = order_select(PLATELETS_149)
     cytopenia = _post(client, cytopenia_body)
     signed = copy.deepcopy(cytopenia_body)
     signed.update(hook="order-sign", hookInstance=cytopenia_body["hookInstance"] + "-sign")
@@ -155,9 +143,9 @@ def test_an_empty_store_reports_nothing_and_still_renders(app, tmp_path):
     assert "nothing in this period" in report.html(result)
 
 
-def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client, call):
-    body = call(POOR)
-    cards = _post(client, body) + _post(client, call(POOR))
+def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client, order_select):
+    body = order_select(POOR)
+    cards = _post(client, body) + _post(client, order_select(POOR))
     rows = app.config["STORE"].cards()
     assert [r["card"] for r in rows] == [c["uuid"] for c in cards]
     first = rows[0]
@@ -176,25 +164,25 @@ def test_the_log_holds_every_card_and_no_identifier_in_clear(app, client, call):
     assert len(key) == 32
 
 
-def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog, call):
+def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog, order_select):
     def broken(*_):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(app.config["STORE"], "add_cards", broken)
-    cards = _post(client, call(POOR))
+    cards = _post(client, order_select(POOR))
     assert [c["indicator"] for c in cards if c["source"]["topic"]["code"] == "thiopurine-pgx"
             ] == ["critical"]
     assert "card-log-failed" in caplog.text
 
 
-def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch, call):
+def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch, order_select):
     from cds_service import engine
 
     def broken(*_):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(engine, "evaluate", broken)
-    cards = _post(client, call(POOR))
+    cards = _post(client, order_select(POOR))
     assert [(r["card"], r["rule"]) for r in app.config["STORE"].cards()] == [
         (cards[0]["uuid"], "data-unavailable")]
 
