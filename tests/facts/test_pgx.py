@@ -233,7 +233,7 @@ def test_which_observations_are_read(read, c, what):
 
 def test_a_malformed_result_is_reported_not_dropped(read, c):
     """A component of the wrong JSON type still names our code: said, never silently skipped."""
-    malformed = obs(c.genotype, "m", valueString="*1/*3A", component=[{"code": "48018-6?"}])
+    malformed = obs(c.genotype, "m", valueString="*1/*3A", component=[{"code": "gene studied"}])
     found = read(malformed)
     assert found.by_gene == {} and not found.complete
     assert len(found.problems) == 1 and found.problems[0].startswith("Observation/m")
