@@ -249,7 +249,7 @@ def build_workloads(fhir_base: str, keys: dict[str, list[str]]) -> list[Workload
     now = workloads.now_utc()
     bodies = [
         ("1 sandbox order-select", "thiopurine-order-select",
-         workloads.load("sandbox-order-select-r4-azathioprine-active-allopurinol")),
+         workloads.sandbox()),
         ("2 realistic order-sign", "thiopurine-order-sign",
          workloads.order_sign(now, counts=99, full_record=True)),
         ("3 large patient", "thiopurine-order-sign",
@@ -315,12 +315,12 @@ def machine() -> str:
 
 
 def run(plan: Plan, workers: int, threads: int) -> None:
-    documents = [p.read_bytes() for p in sorted(workloads.FHIR_DOCUMENTS.glob("*.json"))]
+    documents = workloads.fhir_documents()
     # The temporary directory is entered first so it outlives the servers writing logs into it.
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         stub = stack.enter_context(FhirStub(documents, FHIR_LATENCY_S))
-        first = workloads.load("sandbox-order-select-r4-azathioprine-active-allopurinol")
+        first = workloads.sandbox()
         workloads.complete(first, stub.base, [])
         try:
             service, floor = start_servers(

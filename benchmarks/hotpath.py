@@ -27,7 +27,7 @@ WORKLOADS = {"1": ("thiopurine-order-select", None), "2": ("thiopurine-order-sig
 def body_for(workload: str, fhir_base: str, keys: list[str]) -> bytes:
     service, counts = WORKLOADS[workload]
     if counts is None:
-        body = workloads.load("sandbox-order-select-r4-azathioprine-active-allopurinol")
+        body = workloads.sandbox()
     else:
         body = workloads.order_sign(workloads.now_utc(), counts=counts, full_record=True)
     workloads.complete(body, fhir_base, keys)
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    documents = [p.read_bytes() for p in sorted(workloads.FHIR_DOCUMENTS.glob("*.json"))]
+    documents = workloads.fhir_documents()
     app = create_app(replace(Settings.from_env(), db_path=":memory:", log_level="WARNING"))
     service, _ = WORKLOADS[args.workload]
     keys = list(app.config["KNOWLEDGE"].services[service].prefetch)

@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/load_test.py [--seconds 30] [--clients 8] [--workers 2]
 
 Starts `azathioprine-cds serve` on a free loopback port with its store in a temp dir, and a
-local fake FHIR server (tests/fhir_server.py). Concurrent clients then mix hook calls (fixture
-requests with prefetch, with the prefetch fetched from the fake server, and with a FHIR server
-that answers 500) and feedback posts, each with a unique card uuid. Records status codes,
-latency p50/p99 and throughput; samples the workers' RSS (from /proc) after a warm-up and at the
-end; afterwards checks every acknowledged feedback item is in the SQLite store.
+local fake FHIR server (tests/fhir_server.py). Concurrent clients then mix hook calls (requests
+built with the test factories, with prefetch, with the prefetch fetched from the fake server, and
+with a FHIR server that answers 500) and feedback posts, each with a unique card uuid. Records
+status codes, latency p50/p99 and throughput; samples the workers' RSS (from /proc) after a
+warm-up and at the end; afterwards checks every acknowledged feedback item is in the SQLite store.
 
 Exits non-zero on any 5xx or transport error, a worker that died or logged an internal error,
 memory growth > 10%, a hook answer that differs from its single-client answer, or an
@@ -41,17 +41,23 @@ sys.path.insert(0, str(ROOT))
 from cds_service.config import Settings  # noqa: E402
 from cds_service.fhir_client import FhirClient  # noqa: E402
 from cds_service.knowledge import load_knowledge  # noqa: E402
-from tests.conftest import load_request  # noqa: E402
+from tests.factories import Scenario, apply  # noqa: E402
 from tests.fhir_server import FhirServer, Reply, resource, searchset  # noqa: E402
 
-PREFETCHED = ["baseline-order-select-azathioprine-none", "pgx-tpmt-pm-la-code-critical",
-              "xo-active-febuxostat-azathioprine-critical", "cytopenia-platelets-49-critical",
-              "order-sign-several-drafts-tpmt-im-azathioprine-allopurinol",
-              "medication-prescribe-stu3-azathioprine-tpmt-pm-critical"]
-FETCHED = ["baseline-order-select-azathioprine-none",
-           "cytopenia-platelets-40-and-tpmt-pm-two-critical"]
-SERVICES = {"order-select": "thiopurine-order-select", "order-sign": "thiopurine-order-sign",
-            "medication-prescribe": "thiopurine-medication-prescribe"}
+# The baseline patient of tests/factories.py, changed as tests/cases/README.md describes.
+POOR = {"TPMT": {"phenotype": "poor"}}
+PREFETCHED = {
+    "baseline": {},
+    "tpmt-poor": {"pgx": POOR},
+    "febuxostat-active": {"medications": ["febuxostat"]},
+    "platelets-49": {"counts": {"platelets": 49}},
+    "order-sign-tpmt-intermediate-azathioprine-and-allopurinol": {
+        "hook": "order-sign", "pgx": {"TPMT": {"diplotype": "*1/*3A"}},
+        "drafts": ["azathioprine", {"drug": "allopurinol", "strength": 100, "tablets": 1}]},
+    "medication-prescribe-stu3-tpmt-poor": {"hook": "medication-prescribe",
+                                            "draft": {"shape": "STU3"}, "pgx": POOR},
+}
+FETCHED = {"baseline": {}, "platelets-40-tpmt-poor": {"counts": {"platelets": 40}, "pgx": POOR}}
 FEEDBACK_SHARE = 0.3
 MAX_GROWTH = 0.10
 
@@ -62,10 +68,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def without_prefetch(name: str, server: FhirServer, knowledge) -> tuple[str, dict]:
-    """A fixture request whose prefetch the fake server now holds instead."""
-    body = load_request(name)
-    service = SERVICES[body["hook"]]
+def hook_call(given: dict, knowledge) -> tuple[str, dict]:
+    """(service, body) of the baseline patient changed as `given` says."""
+    scenario = apply(Scenario(knowledge), given)
+    return scenario.service, scenario.body(knowledge)
+
+
+def without_prefetch(given: dict, server: FhirServer, knowledge) -> tuple[str, dict]:
+    """A request whose prefetch the fake server now holds instead."""
+    service, body = hook_call(given, knowledge)
     prefetch = body.pop("prefetch")
     body["fhirServer"] = server.base
     body["fhirAuthorization"] = {"access_token": "load-test", "token_type": "Bearer",
@@ -79,16 +90,15 @@ def without_prefetch(name: str, server: FhirServer, knowledge) -> tuple[str, dic
 
 def hook_calls(healthy: list[FhirServer], failing: FhirServer) -> list[tuple[str, str, dict]]:
     """(label, service, body) for every hook call in the mix; one healthy server per fetched
-    fixture, as the fixtures share a patient (and so their query URLs)."""
+    request, as the requests share a patient (and so their query URLs)."""
     knowledge = load_knowledge()
     calls = []
-    for name in PREFETCHED:
-        body = load_request(name)
-        calls.append((f"prefetch:{name}", SERVICES[body["hook"]], body))
-    for name, server in zip(FETCHED, healthy, strict=True):
-        calls.append((f"fetch:{name}", *without_prefetch(name, server, knowledge)))
-    service, body = without_prefetch(FETCHED[0], failing, knowledge)
-    calls.append((f"fetch-500:{FETCHED[0]}", service, body))
+    for name, given in PREFETCHED.items():
+        calls.append((f"prefetch:{name}", *hook_call(given, knowledge)))
+    for (name, given), server in zip(FETCHED.items(), healthy, strict=True):
+        calls.append((f"fetch:{name}", *without_prefetch(given, server, knowledge)))
+    service, body = without_prefetch(FETCHED["baseline"], failing, knowledge)
+    calls.append(("fetch-500:baseline", service, body))
     return calls
 
 

@@ -174,8 +174,8 @@ def _query(url: str) -> tuple[str, frozenset[str]]:
 
 
 class FhirStub:
-    """A FHIR server on loopback that answers the service's prefetch queries from the fetch
-    fixture after `latency_s`, and records how many queries overlapped."""
+    """A FHIR server on loopback that answers the service's prefetch queries from `documents`
+    (workloads.fhir_documents) after `latency_s`, and records how many queries overlapped."""
 
     def __init__(self, documents: list[bytes], latency_s: float) -> None:
         self.documents: dict[str, bytes] = {}                      # reads by "Type/id"

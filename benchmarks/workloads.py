@@ -1,4 +1,5 @@
-"""Request bodies for the benchmark, built from the fixtures (nothing here is hand-written FHIR).
+"""Request bodies for the benchmark, built with the test factories (tests/factories.py: codes
+from cards/) and the sandbox capture in fixtures/sandbox/; nothing here is hand-written FHIR.
 
 Blood counts are clones of the baseline CBC (platelets, neutrophils, leukocytes) spread evenly
 over two years ending yesterday, dated from the real clock: the service uses the real clock, so
@@ -12,15 +13,18 @@ import functools
 import json
 import math
 import random
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUESTS = ROOT / "fixtures" / "requests"
-FETCH_FIXTURE = "fetch-all-keys-absent-baseline-none"
-FHIR_DOCUMENTS = ROOT / "fixtures" / "fhir-server" / FETCH_FIXTURE
+sys.path.insert(0, str(ROOT))
+
+from cds_service.knowledge import Knowledge, load_knowledge  # noqa: E402
+from tests.factories import FHIR_SERVER, PATIENT, Factory, Scenario  # noqa: E402
+
+SANDBOX = ROOT / "fixtures/sandbox/sandbox-order-select-r4-azathioprine-active-allopurinol.json"
 SPAN_DAYS = 730
-BASE = "http://fhir.example.test/r4"
 EMPTY = {"resourceType": "Bundle", "type": "searchset", "total": 0}
 
 OTHER_DRUGS = (  # the patient's non-thiopurine medicines, named by text only as many EHRs do
@@ -43,26 +47,36 @@ OTHER_CONDITIONS = (
 
 
 @functools.cache
-def _text(path: Path) -> str:
-    # Read each fixture once: the fixtures may be regenerated while a run is under way.
-    return path.read_text(encoding="utf-8")
+def knowledge() -> Knowledge:
+    return load_knowledge()
 
 
-def load(name: str) -> dict:
-    return json.loads(_text(REQUESTS / f"{name}.json"))
+def sandbox() -> dict:
+    """Workload 1: the sandbox's order-select capture, quirks included."""
+    return json.loads(SANDBOX.read_text(encoding="utf-8"))
 
 
-def resources(bundle: dict) -> list[dict]:
-    return [entry["resource"] for entry in bundle.get("entry", [])]
-
-
-def searchset(items: list[dict], template: dict) -> dict:
-    """A searchset Bundle shaped like the fixture's (meta, self link), holding `items`."""
-    bundle = {k: v for k, v in template.items() if k not in ("entry", "total")}
-    bundle["total"] = len(items)
-    bundle["entry"] = [{"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r,
-                        "search": {"mode": "match"}} for r in items]
+def searchset(key: str, items: list[dict]) -> dict:
+    """A searchset Bundle as a server answers the service's query for `key`: meta, a self link
+    with the query (the FHIR stub matches searches by it), fullUrl and search mode."""
+    query = knowledge().prefetch[key].replace("{{context.patientId}}", PATIENT)
+    bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": "2026-11-23T11:59:58Z"},
+              "type": "searchset", "total": len(items),
+              "link": [{"relation": "self", "url": f"{FHIR_SERVER}/{query}"}]}
+    if items:
+        bundle["entry"] = [{"fullUrl": f"{FHIR_SERVER}/{r['resourceType']}/{r['id']}",
+                            "resource": r, "search": {"mode": "match"}} for r in items]
     return bundle
+
+
+def baseline(hook: str = "order-select") -> tuple[Scenario, dict]:
+    """The baseline patient of the tests (no cards) and its request, every key a searchset."""
+    scenario = Scenario(knowledge(), hook)
+    body = scenario.body(knowledge())
+    for key, value in body["prefetch"].items():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            body["prefetch"][key] = searchset(key, scenario.data.get(key, []))
+    return scenario, body
 
 
 def blood_counts(n: int, templates: list[dict], now: datetime) -> list[dict]:
@@ -85,65 +99,61 @@ def blood_counts(n: int, templates: list[dict], now: datetime) -> list[dict]:
     return out
 
 
-def medications(template: dict, thiopurine: dict) -> list[dict]:
+def medications(f: Factory) -> list[dict]:
     """19 active non-thiopurine MedicationRequests plus one active azathioprine (a renewal)."""
     out = []
     for i, text in enumerate(OTHER_DRUGS):
-        request = copy.deepcopy(template)
-        request["id"] = f"mr-active-{i}"
-        request["medicationCodeableConcept"] = {"text": text}
+        request = f.order("other", id=f"mr-active-{i}", status="active", text=text, tablets=1)
         request["dosageInstruction"][0]["text"] = f"1 tablet by mouth once daily ({text})"
         out.append(request)
-    active = copy.deepcopy(template)
-    active["id"] = "mr-aza-active"
-    active["medicationCodeableConcept"] = copy.deepcopy(thiopurine["medicationCodeableConcept"])
-    return out + [active]
+    return out + [f.order("azathioprine", id="mr-aza-active", status="active")]
 
 
-def conditions(template: dict) -> list[dict]:
-    out = [template]
-    for i, text in enumerate(OTHER_CONDITIONS):
-        condition = copy.deepcopy(template)
-        condition["id"] = f"cond-{i}"
-        condition["code"] = {"text": text}
-        out.append(condition)
-    return out
+def conditions(scenario: Scenario) -> list[dict]:
+    return [*scenario.data["conditions"], *(scenario.f.condition(text=text, id=f"cond-{i}")
+                                            for i, text in enumerate(OTHER_CONDITIONS))]
 
 
 def order_sign(now: datetime, counts: int, full_record: bool) -> dict:
     """The baseline order-sign with `counts` blood counts; `full_record` adds 20 active
     medicines and 10 conditions (the realistic outpatient record of workloads 2 and 3)."""
-    body = load("baseline-order-sign-azathioprine-none")
+    scenario, body = baseline("order-sign")
     prefetch = body["prefetch"]
-    cbc = resources(prefetch["bloodCounts"])
-    prefetch["bloodCounts"] = searchset(blood_counts(counts, cbc, now), prefetch["bloodCounts"])
+    prefetch["bloodCounts"] = searchset("bloodCounts", blood_counts(
+        counts, scenario.data["bloodCounts"], now))
     if full_record:
-        active = resources(load("xo-active-allopurinol-azathioprine-warning")
-                           ["prefetch"]["medications"])[0]
-        draft = resources(body["context"]["draftOrders"])[0]
-        prefetch["medications"] = searchset(medications(active, draft), prefetch["medications"])
-        prefetch["conditions"] = searchset(conditions(resources(prefetch["conditions"])[0]),
-                                           prefetch["conditions"])
+        prefetch["medications"] = searchset("medications", medications(scenario.f))
+        prefetch["conditions"] = searchset("conditions", conditions(scenario))
     return body
 
 
 def fetch_path() -> dict:
-    """No prefetch at all: every key is fetched from the body's fhirServer."""
-    return load(FETCH_FIXTURE)
+    """Workload 4: the baseline order-select with no prefetch at all: every key is fetched from
+    the body's fhirServer."""
+    _, body = baseline()
+    del body["prefetch"]
+    return body
+
+
+def fhir_documents() -> list[bytes]:
+    """What the FHIR stub serves: the baseline patient's data for every key an order service
+    declares (the Patient by id, the rest as searchsets carrying their query)."""
+    _, body = baseline()
+    return [json.dumps(value).encode() for value in body["prefetch"].values()]
 
 
 def complete(body: dict, fhir_base: str, keys: list[str]) -> None:
     """Point the body at the local FHIR stub and, if it has a prefetch, fill every declared
-    key it lacks: from the fetch fixture, else an empty searchset (an EHR that found nothing).
+    key it lacks: from the baseline patient, else an empty searchset (an EHR that found nothing).
     The service gains prefetch keys over time; a key left out would be fetched, turning a
     prefetch workload into a fetch one (the table's "FHIR q" column would show it)."""
     body["fhirServer"] = fhir_base
     if "prefetch" not in body:
         return
+    _, full = baseline()
     for key in keys:
-        path = FHIR_DOCUMENTS / f"{key}.json"
         if key not in body["prefetch"]:
-            body["prefetch"][key] = json.loads(_text(path)) if path.exists() else EMPTY
+            body["prefetch"][key] = full["prefetch"].get(key, EMPTY)
 
 
 def prefetch_size(body: dict) -> int:

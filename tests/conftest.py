@@ -1,25 +1,24 @@
-"""Shared fixtures: the app with a fixed clock and a private store, the FHIR fixtures, and
-stores on SQLite and on PostgreSQL (a fresh schema per test, when CDS_TEST_DATABASE_URL is set)."""
+"""Shared fixtures: the app with a fixed clock and a private store, requests built from the
+factories (tests/factories.py), and stores on SQLite and on PostgreSQL (a fresh schema per test,
+when CDS_TEST_DATABASE_URL is set)."""
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cds_service import create_app
 from cds_service.config import Settings
-from cds_service.knowledge import load_knowledge
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.store import SQLITE_PREFIX, Store
 
+from .factories import NOW, Scenario, apply
+
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the fixtures are dated relative to this
 POSTGRES_VARIABLE = "CDS_TEST_DATABASE_URL"
 PSEUDONYM_KEY = "pseudonym-key-for-the-tests-only-0123456789"
 
@@ -47,8 +46,29 @@ def client(app):
     return app.test_client()
 
 
-def load_request(name: str) -> dict:
-    return json.loads((FIXTURES / "requests" / f"{name}.json").read_text())
+# Named situations several modules post (the changes to the baseline patient).
+TPMT_POOR = {"pgx": {"TPMT": {"phenotype": "poor"}}}                      # critical
+TPMT_INTERMEDIATE = {"pgx": {"TPMT": {"phenotype": "intermediate"}}}      # warning
+PLATELETS_149 = {"counts": {"platelets": 149}}                          # warning
+BOTH_NORMAL = {"pgx": {"TPMT": {"phenotype": "normal"}, "NUDT15": {"phenotype": "normal"}}}
+COUNTS_FETCHED = {"prefetch": {"bloodCounts": "absent"}}   # the service fetches them
+
+
+def hook_call(knowledge: Knowledge, given: dict | None = None) -> tuple[str, dict]:
+    """(path, body) of the baseline patient changed as `given` says (tests/cases/README.md)."""
+    scenario = apply(Scenario(knowledge), given or {})
+    return f"/cds-services/{scenario.service}", scenario.body(knowledge)
+
+
+@pytest.fixture
+def order_select(knowledge):
+    """given -> the order-select request of the baseline patient changed as `given` says (a new
+    hook instance each time)."""
+    def build(given: dict) -> dict:
+        path, body = hook_call(knowledge, given)
+        assert path == "/cds-services/thiopurine-order-select", path
+        return body
+    return build
 
 
 def postgres_base() -> str:

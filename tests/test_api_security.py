@@ -11,11 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .conftest import load_request
-
 ISS = "https://ehr.example.org"
 SERVICE = "/cds-services/thiopurine-order-select"
 PUBLIC = "https://cds.example.org"
+POOR = {"pgx": {"TPMT": {"phenotype": "poor"}}}   # one critical thiopurine-pgx card
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +62,9 @@ def test_a_replayed_jwt_is_refused(secured, key):
     assert secured.get("/cds-services", headers=headers).status_code == 401
 
 
-def test_a_valid_jwt_reaches_the_service(secured, key):
+def test_a_valid_jwt_reaches_the_service(secured, key, order_select):
     headers = {"Authorization": f"Bearer {token(key, PUBLIC + SERVICE)}"}
-    response = secured.post(SERVICE, json=load_request("pgx-tpmt-pm-la-code-critical"),
-                            headers=headers)
+    response = secured.post(SERVICE, json=order_select(POOR), headers=headers)
     assert response.status_code == 200
     assert response.get_json()["cards"][0]["indicator"] == "critical"
 
@@ -78,8 +76,9 @@ def test_the_401_body_is_generic(secured, key):
     assert "evil" not in response.get_data(as_text=True)
 
 
-def test_logs_are_json_and_never_carry_tokens(client, caplog):
-    body = load_request("pgx-tpmt-pm-la-code-critical")
+def test_logs_are_json_and_never_carry_tokens(client, caplog, order_select):
+    body = order_select(POOR)
+    body["prefetch"]["patient"]["name"] = [{"family": "Okafor", "given": ["Adaeze"]}]
     body["fhirAuthorization"] = {"access_token": "SECRET-ACCESS-TOKEN", "token_type": "Bearer",
                                  "expires_in": 300, "scope": "user/*.read", "subject": "cds"}
     with caplog.at_level(logging.INFO):

@@ -3,15 +3,23 @@ clear line (no traceback) for input that cannot be used, text without Markdown m
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cds_service import cli
 
-from .conftest import FIXTURES
+from .conftest import BOTH_NORMAL, PLATELETS_149, TPMT_POOR, hook_call
 
-CRITICAL = str(FIXTURES / "requests" / "pgx-tpmt-pm-la-code-critical.json")
-WARNING = str(FIXTURES / "requests" / "cytopenia-platelets-149-warning.json")
-QUIET = str(FIXTURES / "requests" / "pgx-both-normal-la-code-none.json")
+CRITICAL, WARNING, QUIET = "critical.json", "warning.json", "quiet.json"
+
+
+@pytest.fixture(autouse=True)
+def requests_on_disk(tmp_path, monkeypatch, knowledge):
+    """The three requests as saved files (check reads a file), in the working folder."""
+    for name, given in ((CRITICAL, TPMT_POOR), (WARNING, PLATELETS_149), (QUIET, BOTH_NORMAL)):
+        (tmp_path / name).write_text(json.dumps(hook_call(knowledge, given)[1]))
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.mark.parametrize("content, problem", [

@@ -1,23 +1,23 @@
 """The fetch path against a real local FHIR server (tests/fhir_server.py), healthy and faulty.
 
-Each test removes a fixture's prefetch, lets the server answer the service's queries with it (or
-with a fault), POSTs through the Flask test client under a small time budget, and checks that
-the answer comes in time with the right cards, and that the access token goes to fhirServer
-as Bearer and nowhere else.
+Each test removes a request's prefetch, lets the server answer the service's queries with the
+same data (or with a fault), POSTs through the Flask test client under a small time budget, and
+checks that the answer comes in time with the right cards, and that the access token goes to
+fhirServer as Bearer and nowhere else. Requests are the clinical cases of tests/cases/*.yaml and
+the sandbox captures of fixtures/sandbox/.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import pytest
-import yaml
 
 from cds_service.fhir_client import FhirClient, executor
 
-from .conftest import FIXTURES, load_request
+from .factories import Scenario, apply
 from .fhir_server import (
     FHIR_JSON,
     FhirServer,
@@ -28,9 +28,10 @@ from .fhir_server import (
     searchset,
     trickle,
 )
+from .test_cases import CASES
+from .test_golden import NAMES, normalise, sandbox_request
 
-EXPECTATIONS = yaml.safe_load((FIXTURES / "expectations.yaml").read_text())
-BASELINE = "baseline-order-select-azathioprine-none"
+BASELINE: dict = {}   # the baseline patient of tests/factories.py: no cards
 BUDGET_MS = 400
 HEALTHY_BUDGET_MS = 2000  # a healthy server must never be cut off by a loaded CI machine
 MARGIN_S = 0.35          # test-client and evaluation overhead on top of the budget
@@ -53,31 +54,55 @@ def elsewhere():
     server.stop()
 
 
-def _queries(app, name: str, body: dict) -> dict[str, str]:
-    queries = app.config["KNOWLEDGE"].queries(EXPECTATIONS[name]["service"])
+def _data(body: dict) -> dict[str, object]:
+    """What the FHIR server holds: the request's prefetch, each Bundle as its resources."""
+    return {key: [e["resource"] for e in value.get("entry", [])]
+            if isinstance(value, dict) and value.get("resourceType") == "Bundle" else value
+            for key, value in (body.get("prefetch") or {}).items()}
+
+
+def _queries(app, service: str, body: dict) -> dict[str, str]:
+    queries = app.config["KNOWLEDGE"].queries(service)
     client = FhirClient(body["fhirServer"], None, app.config["SETTINGS"], 0)
     patient = body["context"]["patientId"]
     return {key: client.url_for(template.replace("{{context.patientId}}", patient))
             for key, template in queries.items()}
 
 
-def _without_prefetch(app, name: str, fhir: FhirServer) -> tuple[dict, dict[str, str]]:
-    """The fixture's request minus its prefetch, which the server now serves instead."""
-    body = load_request(name)
-    prefetch = _server_data(name)
-    body.pop("prefetch", None)
+def _serve(app, service: str, body: dict, data: dict, fhir: FhirServer) -> dict[str, str]:
+    """Point `body` at the server and let it answer each of the service's queries from `data`
+    (a key `data` lacks: an empty searchset, as a server that found nothing)."""
     body["fhirServer"] = fhir.base
     body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer",
                                  "expires_in": 300, "scope": "patient/*.read", "subject": "cds"}
-    queries = _queries(app, name, body)
-    for key, url in queries.items():  # a key the fixture predates: the server has no data
-        fhir.serve(url, resource(prefetch.get(key) or searchset([])))
-    return body, queries
+    queries = _queries(app, service, body)
+    for key, url in queries.items():
+        value = data.get(key) or []
+        fhir.serve(url, resource(value if isinstance(value, dict) else searchset(value)))
+    return queries
 
 
-def _post(client, name: str, body: dict):
+class Fetched(NamedTuple):
+    service: str
+    body: dict                  # the request, without prefetch
+    queries: dict[str, str]     # the service's query URLs by prefetch key
+    data: dict                  # what the server holds by key
+
+
+def _without_prefetch(app, given: dict, fhir: FhirServer) -> Fetched:
+    """The baseline changed as `given` says, minus its prefetch, which the server now serves
+    instead."""
+    knowledge = app.config["KNOWLEDGE"]
+    scenario = apply(Scenario(knowledge), given)
+    body = scenario.body(knowledge)
+    data = _data(body)
+    body.pop("prefetch")
+    return Fetched(scenario.service, body, _serve(app, scenario.service, body, data, fhir), data)
+
+
+def _post(client, service: str, body: dict):
     started = time.monotonic()
-    response = client.post(f"/cds-services/{EXPECTATIONS[name]['service']}", json=body)
+    response = client.post(f"/cds-services/{service}", json=body)
     return response, time.monotonic() - started
 
 
@@ -103,35 +128,42 @@ def _token_stayed_home(fhir: FhirServer, elsewhere: FhirServer | None = None) ->
         assert elsewhere.requests == []
 
 
-def _server_data(name: str) -> dict[str, dict]:
-    """The fixture's prefetch plus what its `fetch: true` mock server holds."""
-    data = dict(load_request(name).get("prefetch") or {})
-    for path in (FIXTURES / "fhir-server" / name).glob("*.json"):
-        data[path.stem] = json.loads(path.read_text())
-    return data
+def _servable(case: dict) -> bool:
+    """Cases whose whole data a server can give back (no null, no OperationOutcome)."""
+    given = case.get("given", {})
+    raw = [r for resources in given.get("raw", {}).values() for r in resources]
+    states = given.get("prefetch", {})  # per key, or "absent" for the whole prefetch
+    states = set(states.values()) if isinstance(states, dict) else {states}
+    return states <= {"absent"} and not any(
+        r.get("resourceType") == "OperationOutcome" for r in raw)
 
 
-def _servable(name: str) -> bool:
-    """Fixtures whose whole prefetch a server can give back (no null, no OperationOutcome)."""
-    prefetch = _server_data(name)
-    return EXPECTATIONS[name].get("fetch") != "unreachable" and bool(prefetch) and all(
-        isinstance(value, dict) and "OperationOutcome" not in {
-            value.get("resourceType"),
-            *(e.get("resource", {}).get("resourceType") for e in value.get("entry", []))}
-        for value in prefetch.values())
+REQUESTS = [pytest.param(("case", p.values[0]), id=p.id) for p in CASES if _servable(p.values[0])]
+REQUESTS += [pytest.param(("sandbox", name), id=f"sandbox: {name}") for name in NAMES]
 
 
-SERVABLE = [n for n in sorted(EXPECTATIONS) if _servable(n)]
+def _request(knowledge, kind: str, item) -> tuple[str, dict]:
+    if kind == "sandbox":
+        path, body = sandbox_request(item)
+        return path.rsplit("/", 1)[1], body
+    scenario = apply(Scenario(knowledge), item.get("given", {}))
+    return scenario.service, scenario.body(knowledge)
 
 
-@pytest.mark.parametrize("name", SERVABLE)
-def test_a_healthy_server_gives_the_fixture_cards(name, make_app, fhir):
-    """Every fixture, fetched instead of prefetched: the same cards, in time, token as Bearer."""
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_a_healthy_server_gives_the_same_cards_as_the_prefetch(request_, make_app, fhir):
+    """Every case and capture, fetched instead of prefetched: the same cards, word for word,
+    in time, the token sent as Bearer to fhirServer only."""
     app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
-    body, queries = _without_prefetch(app, name, fhir)
-    response, seconds = _post(app.test_client(), name, body)
-    want = Counter((c["topic"], c["indicator"]) for c in EXPECTATIONS[name]["cards"])
-    assert _cards(response) == want, [c["summary"] for c in response.get_json()["cards"]]
+    service, body = _request(app.config["KNOWLEDGE"], *request_)
+    data = _data(body)
+    queries = _serve(app, service, body, data, fhir)  # what the prefetch leaves out, too
+    prefetched, _ = _post(app.test_client(), service, body)
+    fhir.requests.clear()
+    body.pop("prefetch", None)
+    fetched, seconds = _post(app.test_client(), service, body)
+    assert _cards(fetched) == _cards(prefetched)
+    assert normalise(fetched.get_json()) == normalise(prefetched.get_json())
     assert seconds < HEALTHY_BUDGET_MS / 1000 + MARGIN_S
     asked = {query_key(p) for p in fhir.paths()}
     assert asked <= {query_key(u) for u in queries.values()}
@@ -170,8 +202,7 @@ def _outcome_in_bundle(fhir, elsewhere, url, bundle):
 def _huge(fhir, elsewhere, url, bundle):
     """The real counts, padded with irrelevant Observations past max_fhir_bytes (50 kB)."""
     weight = {"resourceType": "Observation", "status": "final", "subject": {
-        "reference": "Patient/pt-thio-01"}, "code": {"coding": [
-            {"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+        "reference": "Patient/pt-thio-01"}, "code": {"text": "Body weight"},
         "valueQuantity": {"value": 70, "unit": "kg"}}
     padded = dict(bundle, entry=bundle["entry"] + [{"resource": weight}] * 400)
     fhir.serve(url, resource(padded))
@@ -244,10 +275,9 @@ FAULTS = {  # name: (script the server, what the card must say ("": any reason),
 def test_a_faulty_server_gives_a_timely_data_unavailable_card(fault, make_app, fhir, elsewhere):
     script, says, settings = FAULTS[fault]
     app = make_app(time_budget_ms=BUDGET_MS, **settings)
-    body, queries = _without_prefetch(app, BASELINE, fhir)
-    bundle = load_request(BASELINE)["prefetch"]["bloodCounts"]
-    script(fhir, elsewhere, queries["bloodCounts"], bundle)
-    response, seconds = _post(app.test_client(), BASELINE, body)
+    call = _without_prefetch(app, BASELINE, fhir)
+    script(fhir, elsewhere, call.queries["bloodCounts"], searchset(call.data["bloodCounts"]))
+    response, seconds = _post(app.test_client(), call.service, call.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
     assert says in _evidence(response, "bloodCounts")
@@ -271,10 +301,10 @@ def test_a_body_that_trickles_in_is_abandoned_at_the_deadline(framing, make_app,
     """Headers at once, then one byte every 100 ms for 2.5 s: the answer is timely AND the
     service hangs up by its deadline instead of reading on in a fetch thread."""
     app = make_app(time_budget_ms=BUDGET_MS)
-    body, queries = _without_prefetch(app, BASELINE, fhir)
-    fhir.serve(queries["bloodCounts"], _trickling(fhir, 25, framing))
+    call = _without_prefetch(app, BASELINE, fhir)
+    fhir.serve(call.queries["bloodCounts"], _trickling(fhir, 25, framing))
     started = time.monotonic()
-    response, seconds = _post(app.test_client(), BASELINE, body)
+    response, seconds = _post(app.test_client(), call.service, call.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
     assert "time" in _evidence(response, "bloodCounts")
@@ -289,12 +319,12 @@ def test_a_trickling_server_does_not_starve_other_requests(make_app, fhir, elsew
     `elsewhere`) is healthy: its data must still be fetched, not time out queued."""
     app = make_app(time_budget_ms=BUDGET_MS)
     client = app.test_client()
-    hostile, queries = _without_prefetch(app, BASELINE, fhir)
+    hostile = _without_prefetch(app, BASELINE, fhir)
     fhir.respond = lambda path: _trickling(fhir, 50)
-    for _ in range(executor()._max_workers // len(queries) + 1):
-        _post(client, BASELINE, hostile)
-    healthy, _ = _without_prefetch(app, BASELINE, elsewhere)
-    response, seconds = _post(client, BASELINE, healthy)
+    for _ in range(executor()._max_workers // len(hostile.queries) + 1):
+        _post(client, hostile.service, hostile.body)
+    healthy = _without_prefetch(app, BASELINE, elsewhere)
+    response, seconds = _post(client, healthy.service, healthy.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == Counter(), response.get_json()["cards"][0]["detail"]
 
@@ -302,16 +332,16 @@ def test_a_trickling_server_does_not_starve_other_requests(make_app, fhir, elsew
 def test_an_informational_outcome_in_a_searchset_does_not_hide_the_data(make_app, fhir):
     """Servers add `search.mode: outcome` OperationOutcomes with severity information (e.g. an
     ignored parameter); the results beside it are complete and must still be judged."""
-    name = "cytopenia-platelets-40-and-tpmt-pm-two-critical"
     app = make_app(time_budget_ms=BUDGET_MS)
-    body, queries = _without_prefetch(app, name, fhir)
-    bundle = _server_data(name)["bloodCounts"]
+    call = _without_prefetch(app, {"counts": {"platelets": 40},
+                                   "pgx": {"TPMT": {"phenotype": "poor"}}}, fhir)
+    bundle = searchset(call.data["bloodCounts"])
     note = {"resourceType": "OperationOutcome", "issue": [{
         "severity": "information", "code": "informational",
         "diagnostics": "Unknown search parameter _sort was ignored"}]}
-    fhir.serve(queries["bloodCounts"], resource(dict(
+    fhir.serve(call.queries["bloodCounts"], resource(dict(
         bundle, entry=[*bundle["entry"], {"resource": note, "search": {"mode": "outcome"}}])))
-    response, _ = _post(app.test_client(), name, body)
+    response, _ = _post(app.test_client(), call.service, call.body)
     assert _cards(response) == Counter({("thiopurine-pgx", "critical"): 1,
                                         ("cytopenia", "critical"): 1})
 
@@ -319,21 +349,21 @@ def test_an_informational_outcome_in_a_searchset_does_not_hide_the_data(make_app
 def test_queries_run_concurrently(make_app, fhir):
     """Five or more absent keys, 200 ms each: well under the 1 s+ a serial fetch would take."""
     app = make_app(time_budget_ms=1500)
-    body, queries = _without_prefetch(app, BASELINE, fhir)
-    assert len(queries) >= 5
+    call = _without_prefetch(app, BASELINE, fhir)
+    assert len(call.queries) >= 5
     for key, reply in list(fhir.routes.items()):
         fhir.routes[key] = Reply(reply.status, reply.body, reply.headers, delay=0.2)
-    response, seconds = _post(app.test_client(), BASELINE, body)
+    response, seconds = _post(app.test_client(), call.service, call.body)
     assert _cards(response) == Counter()
-    assert len(fhir.requests) == len(queries)
+    assert len(fhir.requests) == len(call.queries)
     assert seconds < 0.6
     assert fhir.max_in_flight >= 4
 
 
 def test_an_allowlist_refuses_other_fhir_servers(make_app, fhir):
     app = make_app(fhir_allowlist=("https://fhir.hospital.example/r4",))
-    body, _ = _without_prefetch(app, BASELINE, fhir)
-    response, _ = _post(app.test_client(), BASELINE, body)
+    call = _without_prefetch(app, BASELINE, fhir)
+    response, _ = _post(app.test_client(), call.service, call.body)
     assert 400 <= response.status_code < 500
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert fhir.requests == []
@@ -341,8 +371,8 @@ def test_an_allowlist_refuses_other_fhir_servers(make_app, fhir):
 
 def test_an_allowlist_admits_the_listed_server(make_app, fhir):
     app = make_app(fhir_allowlist=(fhir.base,), time_budget_ms=BUDGET_MS)
-    body, _ = _without_prefetch(app, BASELINE, fhir)
-    response, _ = _post(app.test_client(), BASELINE, body)
+    call = _without_prefetch(app, BASELINE, fhir)
+    response, _ = _post(app.test_client(), call.service, call.body)
     assert _cards(response) == Counter()
     _token_stayed_home(fhir)
 
@@ -351,9 +381,9 @@ def test_an_allowlist_admits_the_listed_server(make_app, fhir):
                                     "gopher://127.0.0.1:70/", "127.0.0.1/fhir"])
 def test_only_http_fhir_servers_are_called(server, make_app, fhir):
     app = make_app()
-    body, _ = _without_prefetch(app, BASELINE, fhir)
-    body["fhirServer"] = server
-    response, _ = _post(app.test_client(), BASELINE, body)
+    call = _without_prefetch(app, BASELINE, fhir)
+    call.body["fhirServer"] = server
+    response, _ = _post(app.test_client(), call.service, call.body)
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
 
@@ -361,10 +391,10 @@ def test_only_http_fhir_servers_are_called(server, make_app, fhir):
 @pytest.mark.parametrize("fault", ["slow", "http-500"])
 def test_strict_mode_answers_412_in_time(fault, make_app, fhir, elsewhere):
     app = make_app(time_budget_ms=BUDGET_MS, strict_412=True)
-    body, queries = _without_prefetch(app, BASELINE, fhir)
-    FAULTS[fault][0](fhir, elsewhere, queries["bloodCounts"],
-                     load_request(BASELINE)["prefetch"]["bloodCounts"])
-    response, seconds = _post(app.test_client(), BASELINE, body)
+    call = _without_prefetch(app, BASELINE, fhir)
+    FAULTS[fault][0](fhir, elsewhere, call.queries["bloodCounts"],
+                     searchset(call.data["bloodCounts"]))
+    response, seconds = _post(app.test_client(), call.service, call.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert response.status_code == 412
     outcome_ = response.get_json()

@@ -13,8 +13,10 @@ import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
+from cds_service.knowledge import load_knowledge
+
 from . import test_api_security as security
-from .conftest import load_request
+from .conftest import COUNTS_FETCHED, PLATELETS_149, TPMT_POOR, hook_call
 from .test_api_security import PUBLIC, SERVICE, token
 
 key, secured = security.key, security.secured  # the fixtures: an app that requires a client JWT
@@ -22,6 +24,12 @@ key, secured = security.key, security.secured  # the fixtures: an app that requi
 FEEDBACK = {"feedback": [{"card": "c-ops", "outcome": "accepted",
                           "acceptedSuggestions": [{"id": "s1"}],
                           "outcomeTimestamp": "2026-11-23T12:05:00Z"}]}
+KNOWLEDGE = load_knowledge()
+
+
+def _body(given: dict) -> dict:
+    """The order-select request of the baseline patient changed as `given` says."""
+    return hook_call(KNOWLEDGE, given)[1]
 
 
 def metric(client, name: str, **labels: str) -> float:
@@ -66,7 +74,7 @@ def test_an_unavailable_store_with_auth_on(secured, key, caplog):
     break_store(app)
     with caplog.at_level(logging.INFO):
         ready = secured.get("/readyz")
-        answers = [secured.post(SERVICE, json=load_request("pgx-tpmt-pm-la-code-critical"),
+        answers = [secured.post(SERVICE, json=_body(TPMT_POOR),
                                 headers=bearer(key, SERVICE)) for _ in range(3)]
     assert ready.status_code == 503
     assert ready.get_json()["checks"]["store"].startswith("failed")
@@ -81,7 +89,7 @@ def test_an_unavailable_store_with_auth_on(secured, key, caplog):
     assert not any(r.exc_info for r in caplog.records)
     repair_store(app)
     assert secured.get("/readyz").status_code == 200
-    assert secured.post(SERVICE, json=load_request("pgx-tpmt-pm-la-code-critical"),
+    assert secured.post(SERVICE, json=_body(TPMT_POOR),
                         headers=bearer(key, SERVICE)).status_code == 200
 
 
@@ -90,7 +98,7 @@ def test_an_unavailable_store_with_auth_off_still_gives_the_cards(app, client, c
         connection.execute("ALTER TABLE cards RENAME TO cards_away")
     with caplog.at_level(logging.INFO):
         for _ in range(2):
-            cards = client.post(SERVICE, json=load_request("pgx-tpmt-pm-la-code-critical")
+            cards = client.post(SERVICE, json=_body(TPMT_POOR)
                                 ).get_json()["cards"]
             assert "critical" in {c["indicator"] for c in cards}
     assert sum("store-unavailable" in r.getMessage() for r in caplog.records) == 1
@@ -126,7 +134,7 @@ def test_metrics_count_requests_cards_suppressions_and_feedback(make_app):
         "duplicate": metric(client, "cds_feedback_items_total", outcome="accepted",
                             result="duplicate"),
     }
-    body = load_request("cytopenia-platelets-149-warning")
+    body = _body(PLATELETS_149)
     client.post(SERVICE, json=body)
     signed = {**body, "hook": "order-sign", "hookInstance": body["hookInstance"] + "-sign",
               "context": {k: v for k, v in body["context"].items() if k != "selections"}}
@@ -150,7 +158,7 @@ def test_metrics_count_requests_cards_suppressions_and_feedback(make_app):
 
 @responses.activate
 def test_metrics_count_fhir_fetch_failures_by_reason(client):
-    body = load_request("fetch-unreachable-bloodcounts-absent-data-unavailable")
+    body = _body(COUNTS_FETCHED)
     responses.get(url=re.compile(r".*"), status=503)
     before = metric(client, "cds_fhir_fetch_failures_total", reason="http-5xx")
     cards = client.post(SERVICE, json=body).get_json()["cards"]

@@ -13,7 +13,6 @@ import json
 import logging
 import socket
 from datetime import timedelta
-from functools import cache
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,14 +22,14 @@ from hypothesis import strategies as st
 
 from cds_service.knowledge import DEFAULT_DIR, load_knowledge
 
-from .conftest import FIXTURES, NOW, load_request
+from .factories import NOW, Scenario, apply
+from .test_cases import CASES
+from .test_golden import NAMES, sandbox_request
 
 FHIR = "http://127.0.0.1:9/fhir"  # the discard port: connections are refused at once
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 KNOWLEDGE = load_knowledge()
 PGX = yaml.safe_load((DEFAULT_DIR / "pgx.yaml").read_text(encoding="utf-8"))
-SERVICE_FOR_HOOK = {s.hook: s.id for s in KNOWLEDGE.services.values()}
-FIXTURE_NAMES = sorted(p.stem for p in (FIXTURES / "requests").glob("*.json"))
 # Hypothesis in this environment prints generated values as blanks: failures are told by note().
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -371,11 +370,61 @@ WRONG_TYPE = {dict: [], list: {}, str: 0, int: "1", float: "1.5", bool: "true",
               type(None): {}}
 
 
-@cache
-def _fixture(name: str) -> dict:
-    body = load_request(name)
-    body["fhirServer"] = FHIR
-    return body
+# Seeds for the mutated calls: the baseline patient changed in more ways than the clinical cases
+# (tests/cases/*.yaml) show, each in the shape an EHR sends, as in tests/cases/README.md.
+SHAPES = {
+    "order-sign, two drafts and an active allopurinol": {
+        "hook": "order-sign", "drafts": ["azathioprine", {"drug": "allopurinol", "strength": 100,
+                                                          "tablets": 1}],
+        "medications": [{"drug": "allopurinol", "strength": 300, "tablets": 1}]},
+    "medication-prescribe, STU3 draft": {"hook": "medication-prescribe",
+                                         "draft": {"shape": "STU3"}},
+    "medication-prescribe, DSTU2 draft": {"hook": "medication-prescribe",
+                                          "draft": {"shape": "DSTU2", "tablets": 2}},
+    "order-select, DSTU2 draft and febuxostat": {"draft": {"shape": "DSTU2"},
+                                                 "medications": ["febuxostat"]},
+    "patient-view, on azathioprine, liver tests": {
+        "hook": "patient-view", "medications": [{"drug": "azathioprine", "start": "2026-10-01"}],
+        "liver": [{"name": "ALT", "value": 121, "high": 40}]},
+    "PGx: activity with a range and a flag, panel of both genes": {"pgx_results": [
+        {"gene": "TPMT", "activity": 8, "range": [24, 44], "flag": "L"},
+        {"gene": "NUDT15", "diplotype": "*1/*3", "value_string": True, "hgnc_system": 1}]},
+    "PGx: phenotype text, no gene component": {"pgx": {"TPMT": {
+        "text": "Possible Intermediate Metabolizer", "component": False}}},
+    "counts: other units, a lab limit, history": {
+        "counts": {"platelets": {"value": 45_000, "unit": "/uL"},
+                   "neutrophils": {"value": 1.2, "low": 1.8}, "leukocytes": {"value": 3000,
+                                                                             "unit": None}},
+        "history": [{"analyte": "platelets", "value": 300, "days_ago": 50, "id": "plt-old"}]},
+    "conditions, allergies, pregnancy, alkylating agents": {
+        "conditions": ["itp", {"name": "rheumatoid-arthritis"}], "allergies": [
+            "mercaptopurine", {"drug": "azathioprine", "verification": "refuted"}],
+        "status": ["pregnancy"],
+        "alkylating": [{"drug": "alkylating-agent", "text": "cyclophosphamide"}],
+        "weight": 92},
+    "prefetch: null, an OperationOutcome, absent": {
+        "prefetch": {"bloodCounts": "null", "pgxResults": "error", "conditions": "absent"}},
+}
+
+
+def _seed_calls() -> dict[str, tuple[str, dict]]:
+    """name -> (service, body): every clinical case, these shapes and the sandbox captures."""
+    seeds = {f"case {p.id}": p.values[0].get("given", {}) for p in CASES}
+    seeds |= {f"shape {name}": change for name, change in SHAPES.items()}
+    calls = {}
+    for name, change in seeds.items():
+        scenario = apply(Scenario(KNOWLEDGE), change)
+        calls[name] = scenario.service, scenario.body(KNOWLEDGE)
+    for name in NAMES:
+        path, body = sandbox_request(name)
+        calls[f"sandbox {name}"] = path.rsplit("/", 1)[1], body
+    for _, body in calls.values():
+        body["fhirServer"] = FHIR
+    return calls
+
+
+SEEDS = _seed_calls()
+SEED_NAMES = sorted(SEEDS)
 
 
 def _nodes(node: object, path: tuple = ()) -> list[tuple]:
@@ -417,10 +466,9 @@ def mutations(draw, document: dict) -> dict:
 
 @st.composite
 def mutated_calls(draw) -> tuple[str, object]:
-    name = draw(st.sampled_from(FIXTURE_NAMES))
-    note(f"fixtures/requests/{name}.json, fhirServer {FHIR}, mutated:")
-    original = _fixture(name)
-    service = SERVICE_FOR_HOOK.get(original.get("hook"), "thiopurine-order-select")
+    name = draw(st.sampled_from(SEED_NAMES))
+    note(f"seed {name}, fhirServer {FHIR}, mutated:")
+    service, original = SEEDS[name]
     return service, draw(mutations(original))
 
 
@@ -435,15 +483,15 @@ def test_mutated_calls_get_cards_or_a_4xx(client, crashes, call):
 
 
 @settings(SETTINGS, max_examples=200)
-@given(name=st.sampled_from(FIXTURE_NAMES), data=st.data())
+@given(name=st.sampled_from(SEED_NAMES), data=st.data())
 def test_corrupted_bytes_get_cards_or_a_4xx(client, crashes, name, data):
-    raw = bytearray(json.dumps(_fixture(name)).encode())
+    service, body = SEEDS[name]
+    raw = bytearray(json.dumps(body).encode())
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(raw) - 1))
         cut, new = data.draw(st.integers(0, 3)), data.draw(st.binary(max_size=3))
         note(f"bytes {at}..{at + cut} of {name} replaced by {new!r}")
         raw[at:at + cut] = new
-    service = SERVICE_FOR_HOOK.get(_fixture(name)["hook"], "thiopurine-order-select")
     crashes.records.clear()
     response = client.post(f"/cds-services/{service}", data=bytes(raw),
                            content_type="application/json")

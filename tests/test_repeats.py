@@ -13,11 +13,11 @@ import pytest
 from cds_service import create_app
 from cds_service.config import Settings
 
-from .conftest import NOW, load_request
+from .conftest import NOW
 
 SELECT, SIGN = "/cds-services/thiopurine-order-select", "/cds-services/thiopurine-order-sign"
-WARNING = "cytopenia-platelets-149-warning"   # one non-critical card: cytopenia, warning
-CRITICAL = "pgx-tpmt-pm-la-code-critical"     # one critical card: thiopurine-pgx
+WARNING = {"counts": {"platelets": 149}}        # one non-critical card: cytopenia, warning
+CRITICAL = {"pgx": {"TPMT": {"phenotype": "poor"}}}   # one critical card: thiopurine-pgx
 SWITCH = "filter-out-repeated-alerts"
 
 
@@ -52,12 +52,12 @@ def _draft(body: dict) -> dict:
 
 def _platelets(body: dict) -> dict:
     entries = body["prefetch"]["bloodCounts"]["entry"]
-    return next(e["resource"] for e in entries
-                if e["resource"]["code"]["coding"][0]["code"] == "777-3")
+    return next(e["resource"] for e in entries if e["resource"]["id"].startswith("platelets-"))
 
 
-def test_the_same_draft_at_sign_is_not_repeated_and_is_logged_as_suppressed(app, client):
-    body = load_request(WARNING)
+def test_the_same_draft_at_sign_is_not_repeated_and_is_logged_as_suppressed(app, client,
+                                                                            order_select):
+    body = order_select(WARNING)
     shown = _post(client, SELECT, body)
     assert "cytopenia" in _topics(shown) and all(c["indicator"] != "critical" for c in shown)
     signed = _post(client, SIGN, _sign(body))
@@ -69,8 +69,8 @@ def test_the_same_draft_at_sign_is_not_repeated_and_is_logged_as_suppressed(app,
         row["finding"] for row in app.config["STORE"].cards(body["hookInstance"])}
 
 
-def test_a_changed_dose_is_shown_again(client):
-    body = load_request(WARNING)
+def test_a_changed_dose_is_shown_again(client, order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     changed = _sign(body)
     dose = _draft(changed)["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
@@ -78,24 +78,24 @@ def test_a_changed_dose_is_shown_again(client):
     assert "cytopenia" in _topics(_post(client, SIGN, changed))
 
 
-def test_changed_data_is_shown_again(client):
-    body = load_request(WARNING)
+def test_changed_data_is_shown_again(client, order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     changed = _sign(body)
     _platelets(changed)["valueQuantity"]["value"] = 140  # a new count, still a warning
     assert "cytopenia" in _topics(_post(client, SIGN, changed))
 
 
-def test_the_draft_id_and_meta_do_not_count_as_a_change(client):
-    body = load_request(WARNING)
+def test_the_draft_id_and_meta_do_not_count_as_a_change(client, order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     changed = _sign(body)
     _draft(changed)["meta"] = {"versionId": "2"}
     assert _post(client, SIGN, changed) == []
 
 
-def test_a_critical_card_is_never_suppressed(app, client):
-    body = load_request(CRITICAL)
+def test_a_critical_card_is_never_suppressed(app, client, order_select):
+    body = order_select(CRITICAL)
     shown = _post(client, SELECT, body)
     assert [c["indicator"] for c in shown if c["source"]["topic"]["code"] == "thiopurine-pgx"
             ] == ["critical"]
@@ -106,43 +106,43 @@ def test_a_critical_card_is_never_suppressed(app, client):
     assert all(row["shown"] for row in log if row["indicator"] == "critical")
 
 
-def test_the_request_can_switch_suppression_off(client):
-    body = load_request(WARNING)
+def test_the_request_can_switch_suppression_off(client, order_select):
+    body = order_select(WARNING)
     shown = _post(client, SELECT, body)
     assert _topics(_post(client, SIGN, _sign(body, switch=False))) == _topics(shown)
 
 
-def test_the_request_can_switch_suppression_on(make_app):
+def test_the_request_can_switch_suppression_on(make_app, order_select):
     client = make_app(suppress_repeats=False).test_client()
-    body = load_request(WARNING)
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     assert "cytopenia" in _topics(_post(client, SIGN, _sign(body)))  # the deployment: off
     assert _post(client, SIGN, _sign(body, switch=True)) == []
 
 
-def test_a_switch_that_is_not_a_boolean_is_ignored(client, caplog):
-    body = load_request(WARNING)
+def test_a_switch_that_is_not_a_boolean_is_ignored(client, caplog, order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     with caplog.at_level(logging.WARNING, logger="cds_service"):
         assert _post(client, SIGN, _sign(body, switch="false")) == []  # the default: on
     assert "bad-configuration-item" in caplog.text
 
 
-def test_another_user_sees_the_card(client):
-    body = load_request(WARNING)
+def test_another_user_sees_the_card(client, order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     other = _sign(body)
     other["context"]["userId"] = "Practitioner/ANOTHER"
     assert "cytopenia" in _topics(_post(client, SIGN, other))
 
 
-def test_a_select_card_older_than_the_window_does_not_suppress(tmp_path, knowledge):
+def test_a_select_card_older_than_the_window_does_not_suppress(tmp_path, knowledge, order_select):
     now = [NOW]
     app = create_app(Settings(db_path=str(tmp_path / "s.sqlite3"), repeat_window_minutes=60,
                               suppress_repeats=True),
                      knowledge=knowledge, clock=lambda: now[0])
     client = app.test_client()
-    body = load_request(WARNING)
+    body = order_select(WARNING)
     _post(client, SELECT, body)
     now[0] = NOW + timedelta(minutes=59)
     assert _post(client, SIGN, _sign(body)) == []
@@ -150,8 +150,9 @@ def test_a_select_card_older_than_the_window_does_not_suppress(tmp_path, knowled
     assert "cytopenia" in _topics(_post(client, SIGN, _sign(body)))
 
 
-def test_a_store_that_cannot_be_read_suppresses_nothing(app, client, monkeypatch, caplog):
-    body = load_request(WARNING)
+def test_a_store_that_cannot_be_read_suppresses_nothing(app, client, monkeypatch, caplog,
+                                                        order_select):
+    body = order_select(WARNING)
     _post(client, SELECT, body)
 
     def broken(*_):
@@ -169,17 +170,18 @@ def test_discovery_advertises_the_switch_on_order_sign(client):
     assert "pddi-configuration-items" not in services["thiopurine-order-select"]["extension"]
 
 
-def test_suppression_is_off_by_default(make_app):
+def test_suppression_is_off_by_default(make_app, order_select):
     client = make_app().test_client()
-    body = load_request(WARNING)
+    body = order_select(WARNING)
     shown = _post(client, SELECT, body)
     assert _topics(_post(client, SIGN, _sign(body))) == _topics(shown) == {"cytopenia"}
 
 
-def test_a_card_whose_suggestion_was_accepted_is_shown_again_on_the_same_draft(client):
+def test_a_card_whose_suggestion_was_accepted_is_shown_again_on_the_same_draft(client,
+                                                                             order_select):
     """The user accepted "reduce" at order-select, but the EHR did not apply it (the sandbox
     cannot): the signed draft is unchanged, so the card comes again."""
-    body = load_request("pgx-tpmt-im-la-code-79713-4-warning")
+    body = order_select({"pgx": {"TPMT": {"phenotype": "intermediate"}}})
     shown = _post(client, SELECT, body)
     card = next(c for c in shown if c["source"]["topic"]["code"] == "thiopurine-pgx")
     feedback = {"feedback": [{"card": card["uuid"], "outcome": "accepted",

@@ -1,5 +1,6 @@
-"""The card log and `azathioprine-cds report`: a store filled through the HTTP API with fixture
-requests and feedback posts, then reported on as text and as a self-contained HTML page."""
+"""The card log and `azathioprine-cds report`: a store filled through the HTTP API with requests
+built by the factories and feedback posts, then reported on as text and as a self-contained HTML
+page."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import pytest
 from cds_service import cli, report
 from cds_service.report import NO_CODE
 
-from .conftest import load_request
+from .factories import PATIENT, USER
 
 SELECT = "/cds-services/thiopurine-order-select"
 SIGN = "/cds-services/thiopurine-order-sign"
-PATIENT, USER = "pt-thio-01", "COREPRACTITIONER1"  # the fixtures' patient and user ids
+POOR = {"pgx": {"TPMT": {"phenotype": "poor"}}}                  # thiopurine-pgx, critical
+INTERMEDIATE = {"pgx": {"TPMT": {"phenotype": "intermediate"}}}  # thiopurine-pgx, warning
+ALLOPURINOL = {"medications": ["allopurinol"]}                   # xanthine oxidase, warning
+PLATELETS_149 = {"counts": {"platelets": 149}}                   # cytopenia, warning
 
 
 @pytest.fixture
@@ -35,13 +39,6 @@ def _post(client, body: dict, path: str = SELECT) -> list[dict]:
 
 def _card(cards: list[dict], topic: str) -> dict:
     return next(c for c in cards if c["source"]["topic"]["code"] == topic)
-
-
-def _again(name: str) -> dict:
-    """The fixture as a new request (a new hook instance): a second card for the same case."""
-    body = load_request(name)
-    body["hookInstance"] = str(uuid.uuid4())
-    return body
 
 
 def _feedback(client, card: dict, outcome: str, code: str | None = None,
@@ -60,14 +57,14 @@ def _feedback(client, card: dict, outcome: str, code: str | None = None,
 
 
 @pytest.fixture
-def filled(app, client):
+def filled(app, client, order_select):
     """Cards for four rule families, feedback on most, one repeat suppressed at order-sign."""
     issued = []
-    intermediate = _post(client, load_request("pgx-tpmt-im-la-code-79713-4-warning"))
-    poor = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
-    poor_again = _post(client, _again("pgx-tpmt-pm-la-code-critical"))
-    xo = _post(client, load_request("xo-active-allopurinol-azathioprine-warning"))
-    cytopenia_body = load_request("cytopenia-platelets-149-warning")
+    intermediate = _post(client, order_select(INTERMEDIATE))
+    poor = _post(client, order_select(POOR))
+    poor_again = _post(client, order_select(POOR))
+    xo = _post(client, order_select(ALLOPURINOL))
+    cytopenia_body = order_select(PLATELETS_149)
     cytopenia = _post(client, cytopenia_body)
     signed = copy.deepcopy(cytopenia_body)
     signed.update(hook="order-sign", hookInstance=cytopenia_body["hookInstance"] + "-sign")
@@ -154,12 +151,12 @@ def test_an_empty_store_reports_nothing_and_still_renders(app, tmp_path):
     assert "nothing in this period" in report.html(result)
 
 
-def test_the_log_holds_every_card_and_no_identifier_in_clear(make_app):
+def test_the_log_holds_every_card_and_no_identifier_in_clear(make_app, order_select):
     key = "a-pseudonym-key-from-configuration-0123456789"
     app = make_app(pseudonym_key=key)
     client = app.test_client()
-    body = load_request("pgx-tpmt-pm-la-code-critical")
-    cards = _post(client, body) + _post(client, _again("pgx-tpmt-pm-la-code-critical"))
+    body = order_select(POOR)
+    cards = _post(client, body) + _post(client, order_select(POOR))
     rows = app.config["STORE"].cards()
     assert [r["card"] for r in rows] == [c["uuid"] for c in cards]
     first = rows[0]
@@ -172,7 +169,7 @@ def test_the_log_holds_every_card_and_no_identifier_in_clear(make_app):
     assert len({r["patient_hash"] for r in rows}) == 1  # stable: one patient, one pseudonym
     assert first["patient_hash"] != first["user_hash"]
     dump = repr(rows)
-    assert PATIENT not in dump and USER not in dump
+    assert PATIENT not in dump and USER.split("/")[1] not in dump
     # Keyed by the configured key, which the store itself does not hold.
     assert first["patient_hash"] == hmac.new(key.encode(), f"patient:{PATIENT}".encode(),
                                              hashlib.sha256).hexdigest()
@@ -184,25 +181,25 @@ def test_the_log_holds_every_card_and_no_identifier_in_clear(make_app):
     assert key not in dump and PATIENT not in dump and USER not in dump
 
 
-def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog):
+def test_a_failed_log_write_still_returns_the_cards(app, client, monkeypatch, caplog, order_select):
     def broken(*_):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(app.config["STORE"], "add_cards", broken)
-    cards = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
+    cards = _post(client, order_select(POOR))
     assert [c["indicator"] for c in cards if c["source"]["topic"]["code"] == "thiopurine-pgx"
             ] == ["critical"]
     assert "card-log-failed" in caplog.text
 
 
-def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch):
+def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch, order_select):
     from cds_service import engine
 
     def broken(*_):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(engine, "evaluate", broken)
-    cards = _post(client, load_request("pgx-tpmt-pm-la-code-critical"))
+    cards = _post(client, order_select(POOR))
     assert [(r["card"], r["rule"]) for r in app.config["STORE"].cards()] == [
         (cards[0]["uuid"], "data-unavailable")]
 

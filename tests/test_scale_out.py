@@ -16,9 +16,10 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cds_service.knowledge import load_knowledge
 from cds_service.store import Store
 
-from .conftest import PSEUDONYM_KEY, load_request
+from .conftest import PLATELETS_149, PSEUDONYM_KEY, TPMT_INTERMEDIATE, TPMT_POOR, hook_call
 from .service import Service, cli
 
 ISS = "https://ehr.example.org"
@@ -26,6 +27,12 @@ PUBLIC = "https://cds.example.org"  # both instances' public URL: the JWT aud
 SELECT, SIGN = "/cds-services/thiopurine-order-select", "/cds-services/thiopurine-order-sign"
 LOAD_REQUESTS, LOAD_CLIENTS, LOAD_SECONDS = 400, 8, 60  # bounded in count and in time
 _KEY = ec.generate_private_key(ec.SECP384R1())
+KNOWLEDGE = load_knowledge()
+
+
+def _body(given: dict) -> dict:
+    """The order-select request of the baseline patient changed as `given` says."""
+    return hook_call(KNOWLEDGE, given)[1]
 
 
 def headers(path: str, jti: str | None = None) -> dict:
@@ -74,7 +81,7 @@ def test_a_jwt_replayed_on_the_other_instance_is_refused(instances):
 
 def test_a_card_shown_on_one_instance_is_not_repeated_on_the_other(instances):
     first, second = instances
-    body = load_request("cytopenia-platelets-149-warning")
+    body = _body(PLATELETS_149)
     assert post(first.url, SELECT, body).json()["cards"]
     signed = {**body, "hook": "order-sign", "hookInstance": body["hookInstance"] + "-sign",
               "context": {k: v for k, v in body["context"].items() if k != "selections"}}
@@ -83,8 +90,8 @@ def test_a_card_shown_on_one_instance_is_not_repeated_on_the_other(instances):
 
 def test_feedback_from_both_instances_is_in_one_report(instances, postgres_url, tmp_path):
     first, second = instances
-    on_first = post(first.url, SELECT, load_request("pgx-tpmt-pm-la-code-critical")).json()
-    on_second = post(second.url, SELECT, load_request("pgx-tpmt-im-la-code-79713-4-warning")
+    on_first = post(first.url, SELECT, _body(TPMT_POOR)).json()
+    on_second = post(second.url, SELECT, _body(TPMT_INTERMEDIATE)
                      ).json()
     pgx = [c for c in on_first["cards"] + on_second["cards"]
            if c["source"]["topic"]["code"] == "thiopurine-pgx"]
@@ -102,7 +109,7 @@ def test_feedback_from_both_instances_is_in_one_report(instances, postgres_url, 
 
 def test_a_load_with_feedback_through_both_loses_nothing(instances, postgres_url):
     first, second = instances
-    calls = [load_request(name) for name in ("pgx-tpmt-pm-la-code-critical",
+    calls = [_body(given) for given in (TPMT_POOR,
                                              "cytopenia-platelets-49-critical",
                                              "baseline-order-select-azathioprine-none")]
     acked: list[str] = []
