@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     """The app factory: knowledge, models, keys and the store load here, once, never per
     request. Raises ConfigError, KnowledgeError, StoreError or ValueError (trusted clients)
     with a message fit for one line."""
-    from . import api, logs, openapi, ops
+    from . import api, docs, logs, openapi, ops
     from .auth import Authenticator
 
     settings = settings or Settings.from_env()
@@ -34,5 +34,6 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(docs.bp)
     api.register_errors(app)
     return app

@@ -21,7 +21,7 @@ bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
 _ALLOWED_HEADERS = "Authorization, Content-Type"
 _ALLOWED_METHODS = "GET, POST, OPTIONS"
-_PUBLIC = PUBLIC_PATHS | {"/openapi.json"}
+_PUBLIC = PUBLIC_PATHS | {"/openapi.json", "/docs/data-unavailable"}
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -92,7 +92,8 @@ def call_service(service_id: str) -> Response:
     g.hook_instance, g.hook_request = hook_request.hook_instance, hook_request
     _check_fhir_server(hook_request.fhir_server, settings.fhir_allowlist)
     now = current_app.config["CLOCK"]()
-    result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now)
+    result = engine.evaluate(hook_request, current_app.config["KNOWLEDGE"], settings, now,
+                             _base_url())
     _strict_412(result, settings)
     cards = _issue(hook_request, body, result, now)
     g.rules = sorted({c["source"]["topic"]["code"] for c in cards})
@@ -143,6 +144,11 @@ def _store_failed(event: str, request: HookRequest, cards: int, error: Exception
     if not isinstance(error, StoreError):
         logging.getLogger("cds_service").exception(orjson.dumps({
             "event": event, "hook_instance": request.hook_instance, "cards": cards}).decode())
+
+
+def _base_url() -> str:
+    """This service's public URL: the configured one, else as this request reached it."""
+    return current_app.config["SETTINGS"].public_base_url or request.host_url
 
 
 def _strict_412(result: engine.Result, settings) -> None:
@@ -229,7 +235,7 @@ def register_errors(app: Flask) -> None:
         # the checks were not done; anything else a JSON error.
         logging.getLogger("cds_service").exception("unexpected error")
         if request.method == "POST" and request.path.count("/") == 2 and "service" in g:
-            card = engine.failure_card(current_app.config["KNOWLEDGE"])
+            card = engine.failure_card(current_app.config["KNOWLEDGE"], _base_url())
             if "hook_request" in g:  # counted like any card shown
                 _log_cards(g.hook_request, [repeats.Issued(card, "data-unavailable")],
                            current_app.config["CLOCK"]())

@@ -192,7 +192,9 @@ def _suggestions(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
     return built
 
 
-def render(finding: Finding, knowledge: Knowledge, patient_id: str) -> dict:
+def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: str = "") -> dict:
+    """`base_url`: the service's public URL, for a source that is one of its own pages (without
+    it, such a source has no url, which CDS Hooks allows)."""
     cards = knowledge.cards
     spec = cards.findings[finding.key]
     family = cards.families[spec.family]
@@ -201,11 +203,14 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str) -> dict:
         "summary": _summary(fill(spec.summary, finding.values)),
         "indicator": spec.indicator,
         "detail": _detail(spec, finding, knowledge),
-        "source": {"label": family.label, "url": family.url,
+        "source": {"label": family.label,
                    "topic": {"system": cards.systems["topic"], "code": spec.family,
                              "display": spec.family.replace("-", " ")},
                    "extension": {VERSION_EXTENSION: knowledge.version}},
     }
+    url = family.url.replace("{service}", base_url.rstrip("/"))
+    if url.startswith(("http://", "https://")):
+        card["source"]["url"] = url
     suggestions = _suggestions(spec, finding, knowledge, patient_id)
     if suggestions:
         card["suggestions"] = suggestions

@@ -57,8 +57,9 @@ def run_rules(facts: Facts, knowledge: Knowledge, names: tuple[str, ...] | list[
                                                          unavailable=unavailable)
 
 
-def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
-             now: datetime) -> Result:
+def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings, now: datetime,
+             base_url: str = "") -> Result:
+    """`base_url`: the service's own public URL, for the cards' links to its pages."""
     if not _judges_anything(request):
         return Result([], [])  # nothing this service judges: no data fetched
     deadline = time.monotonic() + settings.time_budget_ms / 1000
@@ -67,12 +68,13 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
     facts = Facts(Request(request.hook, request.orders, request.selections), resolved,
                   knowledge, now)
     findings = run_rules(facts, knowledge, request.service.rules)
-    return Result([cards.render(f, knowledge, request.patient_id) for f in findings], findings)
+    return Result([cards.render(f, knowledge, request.patient_id, base_url) for f in findings],
+                  findings)
 
 
-def failure_card(knowledge: Knowledge) -> dict:
+def failure_card(knowledge: Knowledge, base_url: str = "") -> dict:
     """What a hook call answers if the service itself fails: never an empty, safe-looking list."""
     reason = "an internal error stopped the evaluation; it has been logged"
     finding = Finding("data-unavailable", None, {"checks": ("all checks",)},
                       (Evidence("unavailable", {"check": "all checks", "reason": reason}),))
-    return cards.render(finding, knowledge, "unknown")
+    return cards.render(finding, knowledge, "unknown", base_url)

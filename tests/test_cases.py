@@ -8,7 +8,9 @@ fails as unreachable.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,9 +107,14 @@ def evaluate(case: dict, knowledge) -> tuple[list, list[dict]]:
     return result.findings, result.cards
 
 
+INTERNAL = re.compile(r"\bseed\b|\[[VCU]\]|clinical-knowledge\.md|design choice", re.I)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_case(case: dict, knowledge) -> None:
     findings, cards = evaluate(case, knowledge)
+    for card in cards:  # cards cite what a clinician can look up, never internal provenance
+        assert not INTERNAL.search(json.dumps(card)), card
     unmatched = list(zip(findings, cards, strict=True))
     problems = []
     for expected in case["expect"]:

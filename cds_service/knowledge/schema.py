@@ -295,7 +295,8 @@ class Link(Model):
 
 class Family(Model):
     label: Id
-    url: Annotated[str, StringConstraints(pattern=r"^https?://")]
+    # absolute, or "{service}/..." for the service's own pages (its public base URL)
+    url: Annotated[str, StringConstraints(pattern=r"^(https?://|\{service\}/)")]
 
 
 class TestCode(Model):
