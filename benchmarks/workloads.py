@@ -75,7 +75,7 @@ def baseline(hook: str = "order-select") -> tuple[Scenario, dict]:
     body = scenario.body(knowledge())
     for key, value in body["prefetch"].items():
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-            body["prefetch"][key] = searchset(key, scenario.data.get(key, []))
+            body["prefetch"][key] = searchset(key, scenario.resources(key))
     return scenario, body
 
 
@@ -110,7 +110,7 @@ def medications(f: Factory) -> list[dict]:
 
 
 def conditions(scenario: Scenario) -> list[dict]:
-    return [*scenario.data["conditions"], *(scenario.f.condition(text=text, id=f"cond-{i}")
+    return [*scenario.resources("conditions"), *(scenario.f.condition(text=text, id=f"cond-{i}")
                                             for i, text in enumerate(OTHER_CONDITIONS))]
 
 
@@ -120,7 +120,7 @@ def order_sign(now: datetime, counts: int, full_record: bool) -> dict:
     scenario, body = baseline("order-sign")
     prefetch = body["prefetch"]
     prefetch["bloodCounts"] = searchset("bloodCounts", blood_counts(
-        counts, scenario.data["bloodCounts"], now))
+        counts, scenario.resources("bloodCounts"), now))
     if full_record:
         prefetch["medications"] = searchset("medications", medications(scenario.f))
         prefetch["conditions"] = searchset("conditions", conditions(scenario))
