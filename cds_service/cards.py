@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .facts.orders import Dose, Order, dose_quantity
+from .facts.orders import Dose, Order, dosage_field, dose_quantity
 from .findings import Finding
 from .knowledge import Knowledge, schema
 
@@ -115,7 +115,7 @@ def prune(value: object) -> object:
 def _with_dose(resource: dict, new: NewDose) -> dict:
     """The order with the new dose, and its sig text saying the same."""
     updated = orjson.loads(orjson.dumps(resource))  # a deep copy, several times faster
-    dosage = updated["dosageInstruction"][0]
+    dosage = updated[dosage_field(updated)][0]
     quantity, _ = dose_quantity(dosage)
     quantity["value"] = new.value
     dosage["text"] = new.sig

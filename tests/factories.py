@@ -131,6 +131,17 @@ class Factory:
                                                               code.display)]},
                 "subject": {"reference": f"Patient/{PATIENT}"}, "requester": {"reference": USER}}
 
+    def statement(self, order: dict) -> dict:
+        """The order as a MedicationStatement (a medicine taken, e.g. prescribed elsewhere)."""
+        statement = {k: v for k, v in order.items()
+                     if k not in ("intent", "requester", "authoredOn", "dosageInstruction",
+                                  "priorPrescription")}
+        statement |= {"resourceType": "MedicationStatement",
+                      "id": order["id"].replace("active-", "statement-"),
+                      "effectivePeriod": {"start": order.get("authoredOn", "2025-01-01")},
+                      "dosage": order.get("dosageInstruction", [])}
+        return statement
+
     # ---- observations ------------------------------------------------------------------
 
     def observation(self, oid: str, code: dict, effective: str | None, *,
@@ -323,7 +334,7 @@ class Scenario:
             "conditions": [self.f.condition(text="Crohn's disease of ileum", id="crohns")],
             "weight": [self.f.weight(70)],
             "allergies": [], "pregnancyStatus": [], "alkylatingHistory": [], "liverTests": [],
-            "thiopurineHistory": [],
+            "thiopurineHistory": [], "medicationStatements": [],
         }
         self.states: dict[str, str] = {}            # key -> null | error | absent
         self.no_prefetch = False                    # True: the request has no prefetch at all
@@ -426,6 +437,8 @@ def apply(scenario: Scenario, given: dict) -> Scenario:
             scenario.sandbox = value
         elif key == "medications":
             data["medications"] = _orders(f, value, "active")
+        elif key == "statements":
+            data["medicationStatements"] = [f.statement(o) for o in _orders(f, value, "active")]
         elif key == "pgx":
             for gene, spec in value.items():
                 scenario.genes.pop(gene, None)

@@ -91,7 +91,8 @@ def _orders(facts: Facts) -> orders.Orders:
         built.append(orders.make_order(resource, medications, knowledge, draft=True,
                                        judged=judged, problems=problems[CHECK_ORDER]))
     judge_active = request.hook == "patient-view"
-    for resource in facts.data("medications").resources:
+    listed = [*facts.data("medications").resources, *facts.data("medicationStatements").resources]
+    for resource in listed:
         if orders.is_active(resource):
             order = orders.make_order(resource, medications, knowledge, draft=False,
                                       judged=False, problems=problems[CHECK_MEDS])
@@ -102,7 +103,8 @@ def _orders(facts: Facts) -> orders.Orders:
         problems[CHECK_MEDS].append(f"{ref}: {problem}")
     for check, reasons in problems.items():
         facts.problems(check, reasons)
-    return orders.Orders.of(built, complete=facts.complete("medications"))
+    complete = facts.complete("medications") and facts.complete("medicationStatements")
+    return orders.Orders.of(built, complete=complete)
 
 
 def _courses(facts: Facts) -> dict[str, orders.Order]:
@@ -177,7 +179,7 @@ def _alkylating(facts: Facts) -> conditions.PastDrug | None:
 
 FACTS: dict[str, FactSpec] = {
     "now": FactSpec((), "the clock", lambda facts: facts.now),
-    "orders": FactSpec(("medications",), CHECK_MEDS, _orders),
+    "orders": FactSpec(("medications", "medicationStatements"), CHECK_MEDS, _orders),
     "pgx": FactSpec(("pgxResults",), "TPMT/NUDT15 results", _pgx),
     "counts": FactSpec(("bloodCounts",), "blood counts", _counts),
     "conditions": FactSpec(("conditions",), "conditions (ITP, pregnancy, rheumatoid arthritis)",

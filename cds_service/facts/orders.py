@@ -18,6 +18,7 @@ from ..fhir_read import status as status_of
 from ..knowledge import Knowledge
 
 ORDER_TYPES = ("MedicationRequest", "MedicationOrder")
+STATEMENT = "MedicationStatement"   # a medication taken, e.g. prescribed elsewhere
 ACTIVE_STATUSES = frozenset({"active", "on-hold"})
 _STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b", re.IGNORECASE)
 _UNITS_PER_DAY = {"d": 1.0, "h": 24.0, "min": 1440.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
@@ -158,10 +159,12 @@ def _strength(concepts: list, drug: str, knowledge: Knowledge) -> float | None:
 
 def dose_quantity(dosage: dict) -> tuple[object, str]:
     """The dose element and its path: R4 keeps it in doseAndRate, STU3 and DSTU2 on the
-    dosage itself."""
+    dosage itself (a DSTU2 MedicationStatement as quantityQuantity)."""
     for i, rate in enumerate(as_list(dosage.get("doseAndRate"))):
         if isinstance(rate, dict) and "doseQuantity" in rate:
             return rate["doseQuantity"], f"doseAndRate[{i}].doseQuantity"
+    if "quantityQuantity" in dosage:
+        return dosage["quantityQuantity"], "quantityQuantity"
     return dosage.get("doseQuantity"), "doseQuantity"
 
 
@@ -181,14 +184,20 @@ def _per_day(dosage: dict, where: str) -> float:
     return frequency / period * _UNITS_PER_DAY[unit]
 
 
+def dosage_field(resource: dict) -> str:
+    """Where a resource keeps its dosages: orders `dosageInstruction`, statements `dosage`."""
+    return "dosage" if resource.get("resourceType") == STATEMENT else "dosageInstruction"
+
+
 def read_dose(resource: dict, concepts: list, drug: str, knowledge: Knowledge) -> Dose | None:
     """The first dosage's dose per administration; None when it is not in mg or tablets.
     Raises Invalid for a malformed dose or timing."""
-    dosages = as_list(resource.get("dosageInstruction"))
+    field = dosage_field(resource)
+    dosages = as_list(resource.get(field))
     if not dosages or not isinstance(dosages[0], dict):
         return None
     element, path = dose_quantity(dosages[0])
-    quantity = read_quantity(element, f"dosageInstruction[0].{path}")
+    quantity = read_quantity(element, f"{field}[0].{path}")
     if quantity is None:
         return None
     if quantity.unit.lower() == "mg":
@@ -197,19 +206,21 @@ def read_dose(resource: dict, concepts: list, drug: str, knowledge: Knowledge) -
         kind = "tablet"
     else:
         return None
-    per_day = _per_day(dosages[0], "dosageInstruction[0]")
+    per_day = _per_day(dosages[0], f"{field}[0]")
     return Dose(quantity.value, kind, _strength(concepts, drug, knowledge), per_day)
 
 
 def therapy_start(resource: dict) -> datetime | None:
     """When the order started or last changed: the dosage's boundsPeriod start, else when it
-    was written (R4/STU3 authoredOn, DSTU2 dateWritten). Raises Invalid."""
-    for dosage in as_list(resource.get("dosageInstruction")):
+    was written (R4/STU3 authoredOn, DSTU2 dateWritten); a statement's effective start, else
+    when it was asserted. Raises Invalid."""
+    for dosage in as_list(resource.get(dosage_field(resource))):
         if isinstance(dosage, dict):
             start = read_time(dosage, "timing.repeat.boundsPeriod.start")
             if start:
                 return start
-    return read_time(resource, "authoredOn", "dateWritten")
+    return read_time(resource, "authoredOn", "dateWritten", "effectivePeriod.start",
+                     "effectiveDateTime", "dateAsserted")
 
 
 def make_order(resource: dict, medications: Mapping[str, dict], knowledge: Knowledge, *,
@@ -239,7 +250,9 @@ def make_order(resource: dict, medications: Mapping[str, dict], knowledge: Knowl
 
 
 def is_active(resource: dict) -> bool:
-    return resource.get("resourceType") in ORDER_TYPES and status_of(resource) in ACTIVE_STATUSES
+    """An active or on-hold order, or a medication the patient is taking now."""
+    return resource.get("resourceType") in (*ORDER_TYPES, STATEMENT) and status_of(
+        resource) in ACTIVE_STATUSES
 
 
 # Orders of the past that show how long a course has run (a cancelled or mistaken order never
