@@ -16,7 +16,7 @@ from ..fhir_read import (
     reference,
     status,
 )
-from ..knowledge import Knowledge, schema
+from ..knowledge import Knowledge
 from .counts import COUNTED_STATUSES
 from .orders import Order, identify, medication_concepts
 
@@ -46,14 +46,20 @@ class Conditions:
         return {**self.active, **self.reasons.get(order.ref, {})}
 
 
-def matches(concept: object, spec: schema.ConditionSet) -> bool:
-    """A CodeableConcept in a condition value set: exact codes, code prefixes, or words."""
+def condition_sets(concept: object, knowledge: Knowledge) -> set[str]:
+    """The condition sets a CodeableConcept (or a list of them) is in: by exact code, code
+    prefix, or a set's words in its text."""
+    index = knowledge.condition_index
+    found: set[str] = set()
     for system, code in codings(concept):
-        if any(system == c.system and code == c.code for c in spec.codes) or any(
-                system == p.system and code.startswith(p.prefix) for p in spec.code_prefixes):
-            return True
-    text = " ".join(concept_texts(concept)).lower()
-    return any(w.lower() in text for w in spec.words)
+        found.update(index.codes.get((system, code), ()))
+        found.update(name for s, prefix, name in index.prefixes
+                     if s == system and code.startswith(prefix))
+    if index.words is not None:
+        text = " ".join(concept_texts(concept)).lower()
+        for word in index.words.findall(text):
+            found.update(index.word_sets[word])
+    return found
 
 
 def is_active(resource: dict) -> bool:
@@ -67,16 +73,15 @@ def is_active(resource: dict) -> bool:
 
 def read_conditions(resources: Iterable[dict], judged: Iterable[Order],
                     knowledge: Knowledge) -> Conditions:
-    sets = knowledge.conditions
-    reasons = {order.ref: {name: Mention("reason", order.ref) for name, spec in sets.items()
-                           if matches(order.reasons, spec)} for order in judged}
+    reasons = {order.ref: {name: Mention("reason", order.ref)
+                           for name in condition_sets(order.reasons, knowledge)}
+               for order in judged}
     active: dict[str, Mention] = {}
     for condition in resources:
         if condition.get("resourceType") != "Condition" or not is_active(condition):
             continue
-        for name, spec in sets.items():
-            if name not in active and matches(condition.get("code"), spec):
-                active[name] = Mention("condition", reference(condition))
+        for name in condition_sets(condition.get("code"), knowledge):
+            active.setdefault(name, Mention("condition", reference(condition)))
     return Conditions(active, {ref: found for ref, found in reasons.items() if found})
 
 

@@ -55,6 +55,31 @@ class Pgx:
 
 
 @dataclass(frozen=True)
+class ConditionIndex:
+    """Every condition set's codes, code prefixes and words, for matching a concept once."""
+    codes: dict[tuple[str, str], tuple[str, ...]]         # (system, code) -> set names
+    prefixes: tuple[tuple[str, str, str], ...]           # (system, prefix, set name)
+    words: re.Pattern | None                             # any set's word, case-insensitive
+    word_sets: dict[str, tuple[str, ...]]                # lower-case word -> set names
+
+
+def _condition_index(conditions: dict[str, schema.ConditionSet]) -> ConditionIndex:
+    codes: dict[tuple[str, str], list[str]] = {}
+    words: dict[str, list[str]] = {}
+    prefixes = []
+    for name, spec in conditions.items():
+        for code in spec.codes:
+            codes.setdefault((code.system, code.code), []).append(name)
+        prefixes += [(p.system, p.prefix, name) for p in spec.code_prefixes]
+        for word in spec.words:
+            words.setdefault(word.lower(), []).append(name)
+    pattern = re.compile("|".join(map(re.escape, sorted(words, key=len, reverse=True)))
+                         ) if words else None
+    return ConditionIndex({k: tuple(v) for k, v in codes.items()}, tuple(prefixes), pattern,
+                          {k: tuple(v) for k, v in words.items()})
+
+
+@dataclass(frozen=True)
 class Knowledge:
     version: str                                   # newest file version + content hash
     sources: dict[str, schema.Source]
@@ -67,6 +92,7 @@ class Knowledge:
     labs: schema.LabsFile
     analyte_by_code: dict[str, str]
     conditions: dict[str, schema.ConditionSet]
+    condition_index: ConditionIndex
     cards: schema.RulesFile
     pgx: Pgx
     services: dict[str, schema.Service]
@@ -235,7 +261,8 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
         sources=files["sources"].sources, drugs=drugs.drugs, drug_systems=drugs.systems,
         drug_codes=drug_codes,
         drug_prefixes=prefixes, drug_pattern=pattern, drug_by_word=words, labs=labs,
-        analyte_by_code=analyte_by_code, conditions=conditions, cards=files["rules"],
+        analyte_by_code=analyte_by_code, conditions=conditions,
+        condition_index=_condition_index(conditions), cards=files["rules"],
         pgx=pgx, services={s.id: s for s in files["services"].services},
         prefetch=_prefetch(files["services"], _value_sets(drug_codes, drugs,
                                                           analyte_by_code, pgx, labs,
