@@ -21,13 +21,22 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import create_app
     from .config import Settings
+    from .errors import KnowledgeError
 
-    settings = Settings.from_env()
-    app = create_app(settings)  # fails here, before binding, if knowledge or keys are broken
+    try:
+        settings = Settings.from_env()
+        app = create_app(settings)  # fails here, before binding, if settings or keys are broken
+    except (ValueError, KnowledgeError) as error:
+        print(f"azathioprine-cds: cannot start: {error}", file=sys.stderr)
+        return 2
     gc.freeze()  # start-up objects (models, knowledge) are never collected: skip them in GC passes
     if settings.auth_mode == "off":
         log.warning('{"event": "startup-warning", "message": "client authentication is OFF: '
                     'any caller is accepted (set CDS_AUTH_MODE=required)"}')
+    if settings.trust_sandbox:
+        log.warning('{"event": "startup-warning", "message": "CDS_TRUST_SANDBOX=1: tokens signed '
+                    'with the CDS Hooks sandbox key are accepted, and its private key is public:'
+                    ' anyone can sign as the sandbox (for trying only, never production)"}')
     if not settings.fhir_allowlist:
         log.warning('{"event": "startup-warning", "message": "any http(s) fhirServer is accepted'
                     ' (set CDS_FHIR_ALLOWLIST)"}')

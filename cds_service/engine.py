@@ -65,11 +65,12 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings,
     drafts = _drafts(request, {}, knowledge)
     if not _needs_checks(request, drafts):
         return Result([], [])  # nothing this service judges: no data fetched
-    data = prefetch.resolve(request, settings, deadline)
+    client = prefetch.connect(request, settings, deadline)  # one per call: its caps span all
+    data = prefetch.resolve(request, client)
     known = medication_index(data, {})
     wanted = {ref for r in [*request.orders, *data["medications"].resources]
               if (ref := external_reference(r)) and ref not in known}
-    fetched = prefetch.fetch_medications(request, settings, deadline, wanted)
+    fetched = prefetch.fetch_medications(client, wanted)
     medications = medication_index(data, fetched)
     facts = Facts(now=now, version=request.fhir_version, orders=[])
     for ref, item in fetched.items():

@@ -18,9 +18,24 @@ from pydantic import ValidationError
 
 R4, STU3, DSTU2 = "R4", "STU3", "DSTU2"
 _PACKAGES = {R4: "fhir.resources.R4B", STU3: "fhir.resources.STU3"}
+MAX_DEPTH = 64  # JSON nesting within one resource: deeper would exhaust the models' recursion
 # Resource types the rules read; their model classes load once at start-up.
 MODEL_TYPES = ("MedicationRequest", "Medication", "Observation", "Condition", "Patient",
                "AllergyIntolerance")
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Objects and arrays nested more than `limit` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def as_list(value: Any) -> list:
@@ -121,6 +136,8 @@ def validate(resource: dict, version: str) -> tuple[dict, str | None]:
     models: DSTU2 resources are checked against the STU3 model of the same type, whose shape
     is close for the elements read here; a DSTU2-only type (MedicationOrder) is read leniently.
     """
+    if too_deep(resource):
+        return resource, f"nested deeper than {MAX_DEPTH} levels"
     resource_type = str(resource.get("resourceType", ""))
     cls = model_class(STU3 if version == DSTU2 else version, resource_type)
     if cls is None:

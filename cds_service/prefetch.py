@@ -7,15 +7,21 @@ one time budget; whatever cannot be had is reported, never silently empty.
 
 from __future__ import annotations
 
+import logging
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import quote
 
 from .config import Settings
-from .fhir_client import FetchError, FhirClient, entries, executor, next_link
+from .fhir_client import PER_CALL, FetchError, FhirClient, entries, executor, next_link
 from .fhir_read import as_list
 from .protocol import HookRequest
+
+log = logging.getLogger(__name__)
 
 OK, NONE, FAILED = "ok", "none", "failed"
 
@@ -37,8 +43,8 @@ def _tokens(request: HookRequest) -> dict[str, str]:
 
 
 def _fill(template: str, tokens: dict[str, str]) -> str | None:
-    for name, value in tokens.items():
-        template = template.replace("{{" + name + "}}", value)
+    for name, value in tokens.items():  # encoded: a value can never add a parameter or segment
+        template = template.replace("{{" + name + "}}", quote(value, safe=""))
     return None if "{{" in template else template
 
 
@@ -92,29 +98,60 @@ def _next_pages(client: FhirClient, value: dict, first: KeyData) -> KeyData:
     return KeyData(OK if resources else NONE, tuple(resources))
 
 
-def _collect(jobs: dict[str, Future], deadline: float) -> dict[str, KeyData]:
-    results = {}
-    for key, future in jobs.items():
-        try:
-            results[key] = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            future.cancel()
-            results[key] = KeyData(FAILED, (), "the time budget ran out")
-    return results
+def _read(client: FhirClient, reference: str) -> KeyData:
+    try:
+        return KeyData(OK, (client.read(reference),))
+    except FetchError as error:
+        return KeyData(FAILED, (), str(error))
 
 
-def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[str, KeyData]:
-    client = (FhirClient(request.fhir_server, request.access_token, settings, deadline)
-              if request.fhir_server else None)
+def _outcome(future: Future) -> KeyData:
+    try:
+        return future.result()
+    except Exception:  # a bug in reading one key must cost that key only
+        log.exception("a FHIR fetch failed unexpectedly")
+        return KeyData(FAILED, (), "an unexpected error stopped it (logged)")
+
+
+def _run(jobs: dict[str, Callable[[], KeyData]], deadline: float) -> dict[str, KeyData]:
+    """Every job's result, at most PER_CALL of them in flight at once, so that one call never
+    holds more than its share of the shared pool; what the deadline cuts off is reported."""
+    waiting, running, results = deque(jobs.items()), {}, {}
+    while (waiting or running) and time.monotonic() < deadline:
+        while waiting and len(running) < PER_CALL:
+            key, job = waiting.popleft()
+            running[executor().submit(job)] = key
+        done, _ = wait(running, timeout=max(0.0, deadline - time.monotonic()),
+                       return_when=FIRST_COMPLETED)
+        for future in done:
+            results[running.pop(future)] = _outcome(future)
+    for future, key in running.items():
+        future.cancel()  # a GET under way ends at the deadline too (deadline_http)
+        results[key] = KeyData(FAILED, (), "the time budget ran out")
+    for key, _ in waiting:
+        results[key] = KeyData(FAILED, (), "the time budget ran out before it was fetched")
+    return {key: results[key] for key in jobs}
+
+
+def connect(request: HookRequest, settings: Settings, deadline: float) -> FhirClient | None:
+    """The call's one FhirClient (None without a fhirServer): its caps on GETs and bytes span
+    every key and Medication the call fetches."""
+    if not request.fhir_server:
+        return None
+    return FhirClient(request.fhir_server, request.access_token, settings, deadline)
+
+
+def resolve(request: HookRequest, client: FhirClient | None) -> dict[str, KeyData]:
     tokens = _tokens(request)
     results: dict[str, KeyData] = {}
-    jobs: dict[str, Future] = {}
+    jobs: dict[str, Callable[[], KeyData]] = {}
     for key, template in request.service.prefetch.items():
         if key in request.prefetch:
             value = request.prefetch[key]
             results[key] = KeyData(NONE, ()) if value is None else _from_prefetch(value)
-            if value is not None and client and results[key].status != FAILED and next_link(value):
-                jobs[key] = executor().submit(_next_pages, client, value, results[key])
+            paged = value is not None and value.get("resourceType") == "Bundle"  # links checked
+            if paged and client and results[key].status != FAILED and next_link(value):
+                jobs[key] = partial(_next_pages, client, value, results[key])
             continue
         query = _fill(template, tokens)
         if client is None:
@@ -122,18 +159,16 @@ def resolve(request: HookRequest, settings: Settings, deadline: float) -> dict[s
         elif query is None:
             results[key] = KeyData(FAILED, (), "its query could not be built from the context")
         else:
-            jobs[key] = executor().submit(_fetch, client, query)
-    results.update(_collect(jobs, deadline))
+            jobs[key] = partial(_fetch, client, query)
+    if client and jobs:
+        results.update(_run(jobs, client.deadline))
     return results
 
 
-def fetch_medications(request: HookRequest, settings: Settings, deadline: float,
-                      references: set[str]) -> dict[str, KeyData]:
+def fetch_medications(client: FhirClient | None, references: set[str]) -> dict[str, KeyData]:
     """Medications referenced by orders that neither the request nor the prefetch carried."""
     if not references:
         return {}
-    if not request.fhir_server:
+    if client is None:
         return {r: KeyData(FAILED, (), "no fhirServer to read it from") for r in references}
-    client = FhirClient(request.fhir_server, request.access_token, settings, deadline)
-    jobs = {r: executor().submit(_fetch, client, r) for r in sorted(references)}
-    return _collect(jobs, deadline)
+    return _run({r: partial(_read, client, r) for r in sorted(references)}, client.deadline)
