@@ -125,15 +125,20 @@ class FhirClient:
                 parts.path == home or parts.path.startswith(home + "/")):
             raise FetchError("a link outside fhirServer was refused")
 
-    def _count(self, requests_: int, size: int) -> None:
-        """Charge one GET or some bytes to the call; over a cap, that query fails (and says so)."""
+    def _charge_request(self) -> None:
+        """One more GET for the call; over its cap, this query fails (and says so)."""
         with self._lock:
-            self._requests += requests_
-            self._bytes += size
-            calls, total = self._requests, self._bytes
-        if calls > self.settings.max_fhir_requests:
+            allowed = self._requests < self.settings.max_fhir_requests
+            self._requests += allowed
+        if not allowed:
             raise FetchError(f"not fetched: the call reached its cap of "
                              f"{self.settings.max_fhir_requests} FHIR requests")
+
+    def _charge_bytes(self, size: int) -> None:
+        """Bytes read for the call, all answers together: memory is bounded by bytes too."""
+        with self._lock:
+            self._bytes += size
+            total = self._bytes
         if total > self.settings.max_fhir_total_bytes:
             raise FetchError(f"the FHIR answers to this call exceeded "
                              f"{self.settings.max_fhir_total_bytes} bytes in all")
@@ -143,7 +148,7 @@ class FhirClient:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0.01:
             raise FetchError("the time budget ran out")
-        self._count(1, 0)
+        self._charge_request()
         headers = {"Accept": "application/fhir+json", "Accept-Encoding": "gzip, deflate"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -193,7 +198,7 @@ class FhirClient:
             size += len(chunk)
             if size > limit:
                 raise FetchError(f"the FHIR response exceeded {limit} bytes")
-            self._count(0, len(chunk))
+            self._charge_bytes(len(chunk))
             if time.monotonic() > self.deadline:
                 raise FetchError("the time budget ran out")
             chunks.append(chunk)
