@@ -314,7 +314,8 @@ def _fetch_jwks(url: str, timeout: float) -> dict[str, JWK]:
     # within(): requests' timeout bounds each read only; this ends the whole exchange, headers
     # included, `timeout` seconds after it starts, however slowly the server sends.
     # No redirects: the keys come from the configured URL, not from wherever it points.
-    with session(trust_env=True) as http, within(time.monotonic() + timeout), http.get(
+    deadline = time.monotonic() + timeout
+    with session(trust_env=True) as http, within(deadline), http.get(
         url,
         timeout=timeout,
         allow_redirects=False,
@@ -328,6 +329,8 @@ def _fetch_jwks(url: str, timeout: float) -> dict[str, JWK]:
             body += chunk
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError(f"JWK Set over {MAX_JWKS_BYTES} bytes")
+    if time.monotonic() >= deadline:  # cut short by the watchdog: whatever came is no answer
+        raise ValueError(f"JWK Set took over {timeout}s")
     return _parse_jwks(json.loads(body), url)
 
 

@@ -98,9 +98,8 @@ def within(deadline: float) -> Iterator[None]:
     try:
         yield
     finally:
-        watchdog = _watchdog()
         for token in _local.tokens.values():
-            watchdog.release(token)
+            _watchdog().release(token)
         _local.deadline, _local.tokens = None, {}
 
 

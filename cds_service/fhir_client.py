@@ -161,6 +161,8 @@ class FhirClient:
                 body = self._read(response)
         except NETWORK_ERRORS as error:
             raise FetchError(self._failure(error)) from error
+        if time.monotonic() >= self.deadline:  # the watchdog may have cut it short: an early
+            raise FetchError("the time budget ran out")  # end of headers or body is no answer
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
