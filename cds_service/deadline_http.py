@@ -52,8 +52,9 @@ class _Watchdog:
         with self._wake:
             token = next(self._tokens)
             self._sockets[token] = duplicate
+            if not self._due or deadline < self._due[0][0]:
+                self._wake.notify()  # else it already wakes no later than this deadline
             heapq.heappush(self._due, (deadline, token))
-            self._wake.notify()
         return token
 
     def release(self, token: int) -> None:

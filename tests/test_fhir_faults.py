@@ -443,6 +443,28 @@ def test_a_broken_answer_costs_only_its_key(fault, make_app, fhir):
     _evidence(response, "medications")
 
 
+def test_a_bug_while_fetching_one_key_costs_only_that_key(make_app, fhir, monkeypatch):
+    """Not a network error at all (here a KeyError from reading the search): still that key's
+    failure alone, never the generic 'all checks' card."""
+    follow = FhirClient.follow
+
+    def broken(self, url, resources):
+        if "MedicationRequest" in url:
+            raise KeyError("a bug")
+        return follow(self, url, resources)
+
+    monkeypatch.setattr(FhirClient, "follow", broken)
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body = load_request(TWO_CRITICAL)
+    body["fhirServer"] = fhir.base
+    del body["prefetch"]["medications"]
+    response, _ = _post(app.test_client(), TWO_CRITICAL, body)
+    assert _cards(response) == Counter({("cytopenia", "critical"): 1,
+                                        ("thiopurine-pgx", "critical"): 1,
+                                        ("data-unavailable", "warning"): 1})
+    assert "unexpected error" in _evidence(response, "medications")
+
+
 def test_an_unusable_host_name_costs_only_the_fetched_keys(make_app):
     """A 300-character label makes urllib3 raise LocationParseError: every fetched key fails,
     and the critical cards from the prefetch still come."""
