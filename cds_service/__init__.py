@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     from .auth import Authenticator
 
     settings = settings or Settings.from_env()
+    _check_audience_base(settings)
     logs.configure(settings.log_level)
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
@@ -30,10 +32,24 @@ def create_app(settings: Settings | None = None, knowledge: Knowledge | None = N
     app.config["AUTHENTICATOR"] = Authenticator.from_config(
         settings.auth_mode, settings.trusted_clients_file, settings.trusted_clients_json,
         store, allow_sandbox=settings.trust_sandbox)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte more than allowed: a chunked body (no Content-Length) is cut there, not at the
+    # limit, so that _body() can tell "too large" (413) from "complete".
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(docs.bp)
     api.register_errors(app)
     return app
+
+
+def _check_audience_base(settings: Settings) -> None:
+    """With client authentication on, the JWT `aud` is checked against CDS_PUBLIC_BASE_URL and
+    never against the Host or X-Forwarded-* headers a caller sends: no start without one."""
+    if settings.auth_mode != "required":
+        return
+    parts = urlsplit(settings.public_base_url or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("CDS_AUTH_MODE=required needs CDS_PUBLIC_BASE_URL, the service's public"
+                         " http(s) base URL (e.g. https://cds.example.org): the JWT aud is "
+                         "checked against it")

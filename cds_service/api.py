@@ -55,8 +55,8 @@ def _authenticate() -> None:
     authenticator = current_app.config["AUTHENTICATOR"]
     if request.method == "OPTIONS" or not authenticator.required or request.path in _PUBLIC:
         return  # preflights, the API description and the probes carry no patient data
-    base = current_app.config["SETTINGS"].public_base_url
-    audience = f"{base.rstrip('/')}{request.path}" if base else request.base_url
+    # Never from Host or X-Forwarded-*: a caller sets those (create_app requires the setting).
+    audience = current_app.config["SETTINGS"].public_base_url.rstrip("/") + request.path
     from .auth import AuthError  # imported here so a broken key config fails at start-up only
     try:
         g.client = authenticator.authenticate(request.headers.get("Authorization"), audience)

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
-import requests
+
+from .deadline_http import NETWORK_ERRORS, session, within
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +71,29 @@ class _RemoteKeys:
         self._lock = threading.Lock()
 
     def get(self, kid: str) -> JWK | None:
+        # Other tokens of this issuer wait for a fetch under way (at most the timeout); other
+        # issuers never do.
         with self._lock:
             now = time.monotonic()
             wanted = kid not in self._keys or now - self._fetched_at > JWKS_MAX_AGE
             if wanted and now >= self._next_fetch:
-                self._fetch(now)
+                self._fetch()
             return self._keys.get(kid)
 
-    def _fetch(self, now: float) -> None:
+    def _fetch(self) -> None:
         refetch = bool(self._keys)
         try:
             self._keys = _fetch_jwks(self._url, self._timeout)
-            self._fetched_at = now
-        except (requests.RequestException, ValueError) as err:
+            self._fetched_at = time.monotonic()
+        except NETWORK_ERRORS as err:
             # Keep the keys we have: a client's outage must not lock out its valid tokens.
             log.warning("JWK Set fetch from %s failed: %s", self._url, err)
             refetch = True
         # Refetches and failures start the cool-down, so that tokens with made-up kids cannot
-        # make us hammer the client; a kid missing from the first load may be a new key.
+        # make us hammer the client; a kid missing from the first load may be a new key. It
+        # counts from the end of the fetch: a slow fetch is never followed at once by another.
         if refetch:
-            self._next_fetch = now + self._cooldown
+            self._next_fetch = time.monotonic() + self._cooldown
 
 
 @dataclass(frozen=True)
@@ -276,9 +280,11 @@ def _parse_jwks(doc: object, where: str) -> dict[str, JWK]:
 
 
 def _fetch_jwks(url: str, timeout: float) -> dict[str, JWK]:
-    deadline = time.monotonic() + timeout
+    # within(): requests' timeout bounds each read only; this ends the whole exchange, headers
+    # included, `timeout` seconds after it starts, however slowly the server sends.
     # No redirects: the keys come from the configured URL, not from wherever it points.
-    with requests.get(
+    deadline = time.monotonic() + timeout
+    with session(trust_env=True) as http, within(deadline), http.get(
         url,
         timeout=timeout,
         allow_redirects=False,
@@ -292,9 +298,8 @@ def _fetch_jwks(url: str, timeout: float) -> dict[str, JWK]:
             body += chunk
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError(f"JWK Set over {MAX_JWKS_BYTES} bytes")
-            # requests' timeout bounds each read only: a trickling server must not hold a worker.
-            if time.monotonic() > deadline:
-                raise ValueError(f"JWK Set took over {timeout}s")
+    if time.monotonic() >= deadline:  # cut short by the watchdog: whatever came is no answer
+        raise ValueError(f"JWK Set took over {timeout}s")
     return _parse_jwks(json.loads(body), url)
 
 

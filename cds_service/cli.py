@@ -91,6 +91,10 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.auth_mode == "off":
         log.warning('{"event": "startup-warning", "message": "client authentication is OFF: '
                     'any caller is accepted (set CDS_AUTH_MODE=required)"}')
+    if settings.trust_sandbox:
+        log.warning('{"event": "startup-warning", "message": "CDS_TRUST_SANDBOX=1: tokens signed '
+                    'with the CDS Hooks sandbox key are accepted, and its private key is public:'
+                    ' anyone can sign as the sandbox (for trying only, never production)"}')
     if not settings.fhir_allowlist:
         log.warning('{"event": "startup-warning", "message": "any http(s) fhirServer is accepted'
                     ' (set CDS_FHIR_ALLOWLIST)"}')

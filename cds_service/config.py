@@ -52,6 +52,8 @@ class Settings:
     connect_timeout_ms: int = 300
     max_pages: int = 10
     max_fhir_bytes: int = 20_000_000
+    max_fhir_total_bytes: int = 30_000_000      # all FHIR answers of one hook call
+    max_fhir_requests: int = 50                 # FHIR GETs (pages, Medications) of one hook call
     max_body_bytes: int = 10_000_000
     max_array_items: int = 20_000               # drafts, selections, entries of one Bundle
     strict_412: bool = False                    # 412 instead of a data-unavailable card

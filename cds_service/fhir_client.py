@@ -1,20 +1,32 @@
-"""Calls to the EHR's FHIR server: bounded in time, pages and bytes; the token stays home.
+"""Calls to the EHR's FHIR server: bounded in time, requests, pages and bytes; the token goes
+only to URLs under fhirServer.
 
 Every failure becomes a FetchError whose message is safe to show in a card (no token, no body).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import orjson
 import requests
+import urllib3
 
 from . import metrics
 from .config import Settings
+from .deadline_http import NETWORK_ERRORS, session, within
+
+PER_CALL = 10  # GETs of one hook call in flight at once (a service has at most 10 prefetch keys)
+# Enough for 16 hook calls per worker (gunicorn runs 4) at full concurrency: as every GET ends
+# by its call's deadline, one call can never wait for a thread another call holds.
+POOL_THREADS = 16 * PER_CALL
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"([A-Z][A-Za-z]{0,63})/([^/]+)(?:/_history/([^/]+))?")
+_ENCODINGS = ("identity", "gzip", "deflate")
 
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
@@ -30,33 +42,37 @@ class FetchError(Exception):
         self.reason = reason
 
 
+def is_fhir_id(value: str) -> bool:
+    """A FHIR id (`[A-Za-z0-9\\-.]{1,64}`), but never `.` or `..`: those are path segments."""
+    return _FHIR_ID.fullmatch(value) is not None and value.strip(".") != ""
+
+
 def executor() -> ThreadPoolExecutor:
     """One pool per process (created after gunicorn forks), for concurrent FHIR queries."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fhir")
+            _pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="fhir")
         return _pool
 
 
 def _session() -> requests.Session:
     if not hasattr(_local, "session"):
-        _local.session = requests.Session()
-        _local.session.trust_env = False  # no proxies or .netrc credentials from the host
+        _local.session = session(trust_env=False)  # no proxies or .netrc credentials from the host
     return _local.session
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc.lower()
-
-
 class FhirClient:
+    """One hook call's FHIR server: its caps on GETs and bytes span every query of the call."""
+
     def __init__(self, base: str, token: str | None, settings: Settings, deadline: float):
         self.base = base.rstrip("/")
         self.token = token
         self.settings = settings
         self.deadline = deadline
+        self._home = urlsplit(self.base)
+        self._lock = threading.Lock()
+        self._requests = self._bytes = 0
 
     def url_for(self, relative: str) -> str:
         path, _, query = relative.partition("?")
@@ -66,8 +82,21 @@ class FhirClient:
     def get_all(self, relative: str) -> tuple[list[dict], str | None]:
         """Resources of a read or search (following `next`), and why it is incomplete, if so."""
         if "?" not in relative:  # a read: one resource
-            return [self._get(self.url_for(relative))], None
+            return [self.read(relative)], None
         return self.follow(self.url_for(relative), [])
+
+    def read(self, reference: str) -> dict:
+        """A resource by reference, relative (`Type/id[/_history/vid]`) or absolute under
+        fhirServer; anything else is refused, never fetched."""
+        relative = reference
+        if "://" in reference:
+            if not reference.startswith(self.base + "/"):
+                raise FetchError("a reference outside fhirServer was not followed", "other-host")
+            relative = reference[len(self.base) + 1:]
+        match = _REFERENCE.fullmatch(relative)
+        if match is None or not all(is_fhir_id(i) for i in match.groups()[1:] if i is not None):
+            raise FetchError("a malformed reference was not followed")
+        return self._get(f"{self.base}/{relative}")
 
     def follow(self, url: str | None, resources: list[dict]) -> tuple[list[dict], str | None]:
         """Search pages from `url` on, appended to `resources`."""
@@ -87,6 +116,39 @@ class FhirClient:
             url = next_link(document)
         return resources, None
 
+    def _check_home(self, url: str) -> None:
+        """Same scheme and host as fhirServer, a path at or under its path, no dot segments
+        (decoded, as a server may decode them): the token never leaves for anywhere else."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise FetchError("a malformed link was refused") from None
+        if (parts.scheme, parts.netloc.lower()) != (self._home.scheme, self._home.netloc.lower()):
+            raise FetchError("a link to another host was refused", "other-host")
+        segments = unquote(parts.path).replace("\\", "/").split("/")
+        home = self._home.path
+        if {".", ".."} & set(segments) or not (
+                parts.path == home or parts.path.startswith(home + "/")):
+            raise FetchError("a link outside fhirServer was refused", "other-host")
+
+    def _charge_request(self) -> None:
+        """One more GET for the call; over its cap, this query fails (and says so)."""
+        with self._lock:
+            allowed = self._requests < self.settings.max_fhir_requests
+            self._requests += allowed
+        if not allowed:
+            raise FetchError(f"not fetched: the call reached its cap of "
+                             f"{self.settings.max_fhir_requests} FHIR requests", "capped")
+
+    def _charge_bytes(self, size: int) -> None:
+        """Bytes read for the call, all answers together: memory is bounded by bytes too."""
+        with self._lock:
+            self._bytes += size
+            total = self._bytes
+        if total > self.settings.max_fhir_total_bytes:
+            raise FetchError(f"the FHIR answers to this call exceeded "
+                             f"{self.settings.max_fhir_total_bytes} bytes in all", "too-large")
+
     def _get(self, url: str) -> dict:
         try:
             return self._document(url)
@@ -95,23 +157,25 @@ class FhirClient:
             raise
 
     def _document(self, url: str) -> dict:
-        if _origin(url) != _origin(self.base):
-            raise FetchError("a link to another host was refused", "other-host")
+        self._check_home(url)
         remaining = self.deadline - time.monotonic()
         if remaining <= 0.01:
             raise FetchError("the time budget ran out", "timeout")
-        headers = {"Accept": "application/fhir+json"}
+        self._charge_request()
+        headers = {"Accept": "application/fhir+json", "Accept-Encoding": "gzip, deflate"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         connect = min(self.settings.connect_timeout_ms / 1000, remaining)
         try:
-            with _session().get(url, headers=headers, timeout=(connect, remaining),
-                                allow_redirects=False, stream=True) as response:
+            # within(): the socket is shut down at the deadline, however the server trickles.
+            with within(self.deadline), _session().get(
+                    url, headers=headers, timeout=(connect, remaining), allow_redirects=False,
+                    stream=True) as response:
                 body = self._read(response)
-        except requests.Timeout as error:
-            raise FetchError("the FHIR server did not answer in time", "timeout") from error
-        except requests.RequestException as error:
-            raise FetchError("the FHIR server could not be reached", "unreachable") from error
+        except NETWORK_ERRORS as error:
+            raise FetchError(*self._failure(error)) from error
+        if time.monotonic() >= self.deadline:  # the watchdog may have cut it short: an early
+            raise FetchError("the time budget ran out", "timeout")  # end is no answer
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
@@ -123,6 +187,17 @@ class FhirClient:
                              "operation-outcome")
         return document
 
+    def _failure(self, error: Exception) -> tuple[str, str]:
+        """(message for the card, reason for the metrics)."""
+        if time.monotonic() >= self.deadline:
+            return "the time budget ran out", "timeout"
+        if isinstance(error, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+            return "the FHIR server did not answer in time", "timeout"
+        if isinstance(error, requests.exceptions.ContentDecodingError
+                      | urllib3.exceptions.DecodeError):
+            return "the FHIR server's compressed answer could not be decoded", "bad-encoding"
+        return "the FHIR server could not be reached or broke off its answer", "unreachable"
+
     def _read(self, response: requests.Response) -> bytes:
         if 300 <= response.status_code < 400:
             raise FetchError(f"the FHIR server redirected (HTTP {response.status_code})",
@@ -133,13 +208,18 @@ class FhirClient:
         if response.status_code != 200:
             raise FetchError(f"the FHIR server answered HTTP {response.status_code}",
                              f"http-{response.status_code // 100}xx")
-        # read1 returns whatever has arrived, so a server that trickles its body is cut off at
-        # the deadline (leaving the `with` closes the connection) instead of holding a thread.
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise FetchError(f"the FHIR server used an unsupported encoding ({encoding[:20]})",
+                             "bad-encoding")
+        # read1 returns what has arrived, decoded, at most 64 KiB however well it compresses:
+        # every cap below counts decoded bytes, so a zip bomb stops at the cap.
         limit, chunks, size = self.settings.max_fhir_bytes, [], 0
-        while chunk := response.raw.read1(65536):
+        while chunk := response.raw.read1(65536, decode_content=True):
             size += len(chunk)
             if size > limit:
                 raise FetchError(f"the FHIR response exceeded {limit} bytes", "too-large")
+            self._charge_bytes(len(chunk))
             if time.monotonic() > self.deadline:
                 raise FetchError("the time budget ran out", "timeout")
             chunks.append(chunk)

@@ -24,6 +24,23 @@ _DATETIME = re.compile(
     r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?")
 
 
+MAX_DEPTH = 64  # JSON nesting within one draft: nothing downstream may recurse deeper
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Objects and arrays nested more than `limit` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 class Invalid(ValueError):
     """An element a rule reads is present but not valid FHIR; the message names it."""
 

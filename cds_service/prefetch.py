@@ -8,15 +8,21 @@ silently empty.
 
 from __future__ import annotations
 
+import logging
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from functools import partial
+from urllib.parse import quote
 
 from .config import Settings
-from .fhir_client import FetchError, FhirClient, entries, executor, next_link
+from .fhir_client import PER_CALL, FetchError, FhirClient, entries, executor, next_link
 from .fhir_read import as_list, reference
 from .protocol import HookRequest
+
+log = logging.getLogger(__name__)
 
 OK, NONE, FAILED = "ok", "none", "failed"
 
@@ -47,8 +53,8 @@ def _tokens(request: HookRequest) -> dict[str, str]:
 
 
 def _fill(template: str, tokens: dict[str, str]) -> str | None:
-    for name, value in tokens.items():
-        template = template.replace("{{" + name + "}}", value)
+    for name, value in tokens.items():  # encoded: a value can never add a parameter or segment
+        template = template.replace("{{" + name + "}}", quote(value, safe=""))
     return None if "{{" in template else template
 
 
@@ -102,38 +108,69 @@ def _next_pages(client: FhirClient, value: dict, first: KeyData) -> KeyData:
     return KeyData(OK if resources else NONE, tuple(resources))
 
 
-def _collect(jobs: dict[str, Future], deadline: float) -> dict[str, KeyData]:
-    results = {}
-    for key, future in jobs.items():
-        try:
-            results[key] = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            future.cancel()
-            results[key] = KeyData(FAILED, (), "the time budget ran out")
-    return results
+def _read(client: FhirClient, reference: str) -> KeyData:
+    try:
+        return KeyData(OK, (client.read(reference),))
+    except FetchError as error:
+        return KeyData(FAILED, (), str(error))
 
 
-def resolve(request: HookRequest, queries: dict[str, str], settings: Settings,
-            deadline: float) -> Resolved:
+def _outcome(future: Future) -> KeyData:
+    try:
+        return future.result()
+    except Exception:  # a bug in reading one key must cost that key only
+        log.exception("a FHIR fetch failed unexpectedly")
+        return KeyData(FAILED, (), "an unexpected error stopped it (logged)")
+
+
+def _run(jobs: dict[str, Callable[[], KeyData]], deadline: float) -> dict[str, KeyData]:
+    """Every job's result, at most PER_CALL of them in flight at once, so that one call never
+    holds more than its share of the shared pool; what the deadline cuts off is reported."""
+    waiting, running, results = deque(jobs.items()), {}, {}
+    while (waiting or running) and time.monotonic() < deadline:
+        while waiting and len(running) < PER_CALL:
+            key, job = waiting.popleft()
+            running[executor().submit(job)] = key
+        done, _ = wait(running, timeout=max(0.0, deadline - time.monotonic()),
+                       return_when=FIRST_COMPLETED)
+        for future in done:
+            results[running.pop(future)] = _outcome(future)
+    for future, key in running.items():
+        future.cancel()  # a GET under way ends at the deadline too (deadline_http)
+        results[key] = KeyData(FAILED, (), "the time budget ran out")
+    for key, _ in waiting:
+        results[key] = KeyData(FAILED, (), "the time budget ran out before it was fetched")
+    return {key: results[key] for key in jobs}
+
+
+def connect(request: HookRequest, settings: Settings, deadline: float) -> FhirClient | None:
+    """The call's one FhirClient (None without a fhirServer): its caps on GETs and bytes span
+    every key and Medication the call fetches."""
+    if not request.fhir_server:
+        return None
+    return FhirClient(request.fhir_server, request.access_token, settings, deadline)
+
+
+def resolve(request: HookRequest, queries: dict[str, str],
+            client: FhirClient | None) -> Resolved:
     """`queries`: the service's prefetch templates by key."""
-    client = (FhirClient(request.fhir_server, request.access_token, settings, deadline)
-              if request.fhir_server else None)
-    keys = _resolve_keys(request, queries, client, deadline)
-    medications, problems = _medications(request, keys, client, deadline)
+    keys = _resolve_keys(request, queries, client)
+    medications, problems = _medications(request, keys, client)
     return Resolved(keys, medications, problems)
 
 
-def _resolve_keys(request: HookRequest, queries: dict[str, str], client: FhirClient | None,
-                  deadline: float) -> dict[str, KeyData]:
+def _resolve_keys(request: HookRequest, queries: dict[str, str],
+                  client: FhirClient | None) -> dict[str, KeyData]:
     tokens = _tokens(request)
     results: dict[str, KeyData] = {}
-    jobs: dict[str, Future] = {}
+    jobs: dict[str, Callable[[], KeyData]] = {}
     for key, template in queries.items():
         if key in request.prefetch:
             value = request.prefetch[key]
             results[key] = KeyData(NONE, ()) if value is None else _from_prefetch(value)
-            if value is not None and client and results[key].status != FAILED and next_link(value):
-                jobs[key] = executor().submit(_next_pages, client, value, results[key])
+            paged = value is not None and value.get("resourceType") == "Bundle"  # links checked
+            if paged and client and results[key].status != FAILED and next_link(value):
+                jobs[key] = partial(_next_pages, client, value, results[key])
             continue
         query = _fill(template, tokens)
         if client is None:
@@ -141,8 +178,9 @@ def _resolve_keys(request: HookRequest, queries: dict[str, str], client: FhirCli
         elif query is None:
             results[key] = KeyData(FAILED, (), "its query could not be built from the context")
         else:
-            jobs[key] = executor().submit(_fetch, client, query)
-    results.update(_collect(jobs, deadline))
+            jobs[key] = partial(_fetch, client, query)
+    if client and jobs:
+        results.update(_run(jobs, client.deadline))
     return results
 
 
@@ -168,8 +206,8 @@ def _relative(ref: str, base: str | None) -> str | None:
     return ref if kind == "Medication" and rid and "/" not in rid else None
 
 
-def _medications(request: HookRequest, keys: dict[str, KeyData], client: FhirClient | None,
-                 deadline: float) -> tuple[dict[str, dict], dict[str, str]]:
+def _medications(request: HookRequest, keys: dict[str, KeyData], client: FhirClient | None
+                 ) -> tuple[dict[str, dict], dict[str, str]]:
     """The Medications orders reference: sent in the request (by id or fullUrl), else read
     from the FHIR server; for each that cannot be had, why."""
     sent: dict[str, dict] = dict(request.full_urls)
@@ -183,13 +221,13 @@ def _medications(request: HookRequest, keys: dict[str, KeyData], client: FhirCli
         relative = _relative(ref, request.fhir_server)
         if ref in sent or relative in sent:
             found[ref] = sent.get(ref) or sent[relative]
-        elif relative is None:
-            problems[ref] = "not sent, and not a Medication the FHIR server can be asked for"
+        elif ref.startswith("urn:"):
+            problems[ref] = "not among the resources sent with the request"
         elif client is None:
             problems[ref] = "not sent, and no fhirServer to read it from"
-        else:
-            wanted[ref] = executor().submit(_fetch, client, relative)
-    for ref, item in _collect(wanted, deadline).items():
+        else:  # read() refuses what is not a reference under fhirServer, and says so
+            wanted[ref] = partial(_read, client, ref)
+    for ref, item in (_run(wanted, client.deadline) if wanted else {}).items():
         if item.status == OK and item.resources[0].get("resourceType") == "Medication":
             found[ref] = item.resources[0]
         else:

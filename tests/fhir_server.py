@@ -27,6 +27,7 @@ class Reply:
     #                                       or raw if the headers give a Content-Length
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0                    # seconds to wait before the status line
+    trickle_headers: bool = False         # headers one byte every 50 ms, never ending
 
 
 def resource(document: object, status: int = 200) -> Reply:
@@ -142,6 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         self.server.owner.closing.wait(reply.delay)  # stop() cuts a delay short
+        if reply.trickle_headers:  # until the client hangs up (a write then fails) or stop()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+            while not self.server.owner.closing.wait(0.05):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            self.close_connection = True
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

@@ -37,7 +37,8 @@ def test_prefetch_templates_use_only_2_0_tokens(client):
 
 @pytest.mark.parametrize("path", ["/cds-services", SERVICE, SERVICE + "/feedback"])
 def test_preflight_answers_without_authentication(make_app, path):
-    client = make_app(auth_mode="required", trust_sandbox=True).test_client()
+    client = make_app(auth_mode="required", trust_sandbox=True,
+                      public_base_url="http://localhost:8080").test_client()
     response = client.options(path, headers={
         "Origin": "http://localhost:8080", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization,content-type"})

@@ -91,3 +91,39 @@ def test_logs_are_json_and_never_carry_tokens(client, caplog, order_select):
     assert record["service"] == "thiopurine-order-select"
     assert record["status"] == 200 and record["rules"] == ["thiopurine-pgx"]
     assert record["duration_ms"] >= 0
+
+
+def test_required_auth_without_a_public_base_url_refuses_to_start(make_app):
+    with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
+        make_app(auth_mode="required", trust_sandbox=True)
+
+
+def test_a_spoofed_host_never_becomes_the_audience(secured, key, order_select):
+    """A token minted for another service, sent with Host and X-Forwarded-* naming it."""
+    spoofed = {"Host": "other-service.example", "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "other-service.example",
+               "Authorization": f"Bearer {token(key, 'https://other-service.example' + SERVICE)}"}
+    response = secured.post(SERVICE, json=order_select(POOR), headers=spoofed)
+    assert response.status_code == 401
+
+
+def test_a_huge_hook_instance_is_refused_and_never_logged(client, caplog, order_select):
+    body = order_select(POOR)
+    body["hookInstance"] = "x" * 1_000_000
+    with caplog.at_level(logging.INFO):
+        response = client.post(SERVICE, json=body)
+    assert response.status_code == 400
+    assert "hookInstance" in response.get_json()["issue"][0]["diagnostics"]
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000
+
+
+def test_a_draft_nested_too_deep_is_refused_not_a_crash(client, order_select):
+    """A legal `extension` nested 126 deep on the draft: a clear 400, never RecursionError."""
+    body = order_select(POOR)
+    extension = {"url": "http://example.org/x", "valueString": "deep"}
+    for _ in range(126):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    body["context"]["draftOrders"]["entry"][0]["resource"]["extension"] = [extension]
+    response = client.post(SERVICE, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert "nested deeper than 64" in response.get_json()["issue"][0]["diagnostics"]

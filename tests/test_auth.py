@@ -8,6 +8,8 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cds_service import auth
 from cds_service.auth import Authenticator, AuthError
 from cds_service.store import SQLITE_PREFIX, Store
+
+from .fhir_server import FhirServer, Reply
 
 ISS = "https://ehr.example.org"
 AUD = "https://cds.example.org/cds-services/azathioprine"
@@ -532,3 +536,69 @@ def test_config_errors_for_bad_json_and_private_keys(tmp_path: Path, ec_key: Any
     clients = json.dumps({"clients": [{"iss": ISS, "jwks": {"keys": [private]}}]})
     with pytest.raises(ValueError, match="private key material"):
         Authenticator.from_config("required", None, clients, replay)
+
+
+# --- JWK Set fetches against a real local server --------------------------------------------
+
+OTHER_ISS = "https://other-ehr.example.org"
+JWKS_TIMEOUT = 0.3
+
+
+@pytest.fixture
+def jwks_server():
+    server = FhirServer().start()
+    yield server
+    server.stop()
+
+
+def background(function: Callable[..., Any], *args: Any) -> Future:
+    """`function` in a thread the test never joins: a call that hangs fails the test through
+    result(timeout) rather than hanging it (the server's stop() ends it afterwards)."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(function, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def remote_auth(tmp_path: Path, url: str, jwks: dict[str, Any]) -> Authenticator:
+    """ISS's keys at `url` (plain http: the server is local), OTHER_ISS's keys inline."""
+    clients = {
+        ISS: auth._Client(ISS, auth._RemoteKeys(url, JWKS_TIMEOUT, 60.0), frozenset()),
+        OTHER_ISS: auth._Client(OTHER_ISS, auth._parse_jwks(jwks, "test"), frozenset()),
+    }
+    replay = ReplayCache(str(tmp_path / "jti.sqlite3"))
+    return Authenticator("required", clients, replay, ("ES384", "RS384"), 30, 3600)
+
+
+def test_a_jwks_server_trickling_headers_is_cut_at_the_timeout(
+    tmp_path: Path, jwks_server: FhirServer, jwks: dict, ec_key: Any
+) -> None:
+    """Headers one byte every 50 ms, never ending: the fetch ends at the timeout (each read
+    alone is quick, so a per-read timeout never fires), the connection is dropped, and the
+    cool-down counted from the failure's end stops the next token from fetching again."""
+    jwks_server.respond = lambda path: Reply(trickle_headers=True)
+    authenticator = remote_auth(tmp_path, f"{jwks_server.origin}/jwks.json", jwks)
+    started = time.monotonic()
+    background(reject, authenticator, sign(ec_key), "unknown kid").result(JWKS_TIMEOUT + 0.4)
+    again = time.monotonic()
+    reject(authenticator, sign(ec_key), "unknown kid")
+    assert time.monotonic() - again < 0.1
+    assert len(jwks_server.requests) == 1
+    while not jwks_server.aborted and time.monotonic() < started + 2:
+        time.sleep(0.02)
+    assert jwks_server.aborted and jwks_server.aborted[0] - started < JWKS_TIMEOUT + 0.3
+
+
+def test_a_slow_jwks_server_never_blocks_another_issuer(
+    tmp_path: Path, jwks_server: FhirServer, jwks: dict, ec_key: Any, rsa_key: Any
+) -> None:
+    jwks_server.respond = lambda path: Reply(trickle_headers=True)
+    authenticator = remote_auth(tmp_path, f"{jwks_server.origin}/jwks.json", jwks)
+    slow = background(authenticator.authenticate, f"Bearer {sign(ec_key)}", AUD)
+    while not jwks_server.requests:
+        time.sleep(0.01)
+    other = sign(rsa_key, "RS384", RSA_KID, iss=OTHER_ISS)
+    assert authenticator.authenticate(f"Bearer {other}", AUD) == OTHER_ISS
+    assert not slow.done()  # the other issuer was served while this fetch was under way
+    with pytest.raises(AuthError, match="unknown kid"):
+        slow.result(timeout=JWKS_TIMEOUT + 0.5)

@@ -9,13 +9,17 @@ the sandbox captures of fixtures/sandbox/.
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import pytest
 
-from cds_service.fhir_client import FhirClient, executor
+from cds_service.config import Settings
+from cds_service.fhir_client import FetchError, FhirClient
 
 from .factories import Scenario, apply
 from .fhir_server import (
@@ -314,21 +318,6 @@ def test_a_body_that_trickles_in_is_abandoned_at_the_deadline(framing, make_app,
     assert fhir.aborted[0] - started < BUDGET_MS / 1000 + 0.5
 
 
-def test_a_trickling_server_does_not_starve_other_requests(make_app, fhir, elsewhere):
-    """Enough trickling fetches to fill the fetch pool, then a request whose fhirServer (here
-    `elsewhere`) is healthy: its data must still be fetched, not time out queued."""
-    app = make_app(time_budget_ms=BUDGET_MS)
-    client = app.test_client()
-    hostile = _without_prefetch(app, BASELINE, fhir)
-    fhir.respond = lambda path: _trickling(fhir, 50)
-    for _ in range(executor()._max_workers // len(hostile.queries) + 1):
-        _post(client, hostile.service, hostile.body)
-    healthy = _without_prefetch(app, BASELINE, elsewhere)
-    response, seconds = _post(client, healthy.service, healthy.body)
-    assert seconds < BUDGET_MS / 1000 + MARGIN_S
-    assert _cards(response) == Counter(), response.get_json()["cards"][0]["detail"]
-
-
 def test_an_informational_outcome_in_a_searchset_does_not_hide_the_data(make_app, fhir):
     """Servers add `search.mode: outcome` OperationOutcomes with severity information (e.g. an
     ignored parameter); the results beside it are complete and must still be judged."""
@@ -400,3 +389,310 @@ def test_strict_mode_answers_412_in_time(fault, make_app, fhir, elsewhere):
     outcome_ = response.get_json()
     assert outcome_["resourceType"] == "OperationOutcome"
     assert "blood counts" in outcome_["issue"][0]["diagnostics"]
+
+
+# --- issue 12: decoding, escaping errors, starvation, fan-out, paths, bytes ------------------
+
+SELECT = "thiopurine-order-select"
+TWO_CRITICAL = {"counts": {"platelets": 40}, "pgx": {"TPMT": {"phenotype": "poor"}}}
+FEBUXOSTAT = {"medications": [{"drug": "febuxostat", "strength": 40, "tablets": 1}]}
+PLATELETS_40 = {"counts": {"platelets": 40}}
+
+
+def _fetched(app, given: dict, fhir: FhirServer) -> tuple[dict, dict[str, str]]:
+    """(order-select body without prefetch, query URLs by key): the server serves the data."""
+    call = _without_prefetch(app, given, fhir)
+    assert call.service == SELECT
+    return call.body, call.queries
+
+
+def _prefetched(app, given: dict) -> dict:
+    """The order-select request with its whole prefetch."""
+    knowledge = app.config["KNOWLEDGE"]
+    return apply(Scenario(knowledge), given).body(knowledge)
+
+
+def _gzipped(reply: Reply) -> Reply:
+    return Reply(reply.status, gzip.compress(reply.body),
+                 {**reply.headers, "Content-Encoding": "gzip"})
+
+
+def test_a_gzip_compressing_server_gives_the_cards(make_app, fhir):
+    """Servers behind proxies compress: every answer is gzip here, and the febuxostat card
+    must come from it, not a data-unavailable warning."""
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
+    body, _ = _fetched(app, FEBUXOSTAT, fhir)
+    fhir.routes = {key: _gzipped(reply) for key, reply in fhir.routes.items()}
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == Counter({("xanthine-oxidase-interaction", "critical"): 1})
+    _token_stayed_home(fhir)
+
+
+def test_a_zip_bomb_is_cut_at_the_byte_cap(make_app, fhir):
+    """20 MB of JSON whitespace in ~20 kB of gzip: the cap counts decoded bytes, so decoding
+    stops at max_fhir_bytes instead of inflating it all."""
+    app = make_app(time_budget_ms=BUDGET_MS, max_fhir_bytes=1_000_000)
+    body, queries = _fetched(app, BASELINE, fhir)
+    bomb = gzip.compress(TRICKLE_HEAD + b" " * 20_000_000 + b"}", compresslevel=9)
+    assert len(bomb) < 1_000_000  # the compressed answer alone is under the cap
+    fhir.serve(queries["bloodCounts"], Reply(200, bomb, {"Content-Type": FHIR_JSON,
+                                                         "Content-Encoding": "gzip"}))
+    response, seconds = _post(app.test_client(), SELECT, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == UNAVAILABLE
+    assert "exceeded 1000000 bytes" in _evidence(response, "bloodCounts")
+
+
+def _short_body(fhir: FhirServer) -> Reply:
+    """Content-Length 1000, ten bytes, then the server hangs up (urllib3 ProtocolError)."""
+    return Reply(200, [TRICKLE_HEAD[:10]], {"Content-Type": FHIR_JSON, "Content-Length": "1000",
+                                            "Connection": "close"})
+
+
+def _stalled_body(fhir: FhirServer) -> Reply:
+    """Ten bytes, then silence past the deadline (urllib3 ReadTimeoutError from read1)."""
+    return Reply(200, trickle(fhir, TRICKLE_HEAD[:10], 1, pause=5),
+                 {"Content-Type": FHIR_JSON, "Content-Length": "1000"})
+
+
+def _bad_chunk_size(fhir: FhirServer) -> Reply:
+    """Chunked framing with a chunk size that is not hexadecimal (urllib3 ProtocolError)."""
+    return Reply(200, [b"zz\r\n{}\r\n"], {"Content-Type": FHIR_JSON, "Content-Length": "8",
+                                          "Transfer-Encoding": "chunked", "Connection": "close"})
+
+
+def _bad_gzip(fhir: FhirServer) -> Reply:
+    return Reply(200, b"this is not gzip", {"Content-Type": FHIR_JSON,
+                                            "Content-Encoding": "gzip"})
+
+
+BROKEN_ANSWERS = {"short-body": _short_body, "stalled-body": _stalled_body,
+                  "bad-chunk-size": _bad_chunk_size, "bad-gzip": _bad_gzip}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN_ANSWERS))
+def test_a_broken_answer_costs_only_its_key(fault, make_app, fhir):
+    """The medications query breaks in a way only urllib3 or http.client reports; the critical
+    cards computed from the prefetched counts and PGx result must still come."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body = _prefetched(app, TWO_CRITICAL)
+    queries = _queries(app, SELECT, dict(body, fhirServer=fhir.base))
+    body["fhirServer"] = fhir.base
+    del body["prefetch"]["medications"]
+    fhir.serve(queries["medications"], BROKEN_ANSWERS[fault](fhir))
+    response, seconds = _post(app.test_client(), SELECT, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == Counter({("cytopenia", "critical"): 1,
+                                        ("thiopurine-pgx", "critical"): 1,
+                                        ("data-unavailable", "warning"): 1})
+    assert "all checks" not in response.get_data(as_text=True)
+    _evidence(response, "medications")
+
+
+def test_a_bug_while_fetching_one_key_costs_only_that_key(make_app, fhir, monkeypatch):
+    """Not a network error at all (here a KeyError from reading the search): still that key's
+    failure alone, never the generic 'all checks' card."""
+    follow = FhirClient.follow
+
+    def broken(self, url, resources):
+        if "MedicationRequest" in url:
+            raise KeyError("a bug")
+        return follow(self, url, resources)
+
+    monkeypatch.setattr(FhirClient, "follow", broken)
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body = _prefetched(app, TWO_CRITICAL)
+    body["fhirServer"] = fhir.base
+    del body["prefetch"]["medications"]
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == Counter({("cytopenia", "critical"): 1,
+                                        ("thiopurine-pgx", "critical"): 1,
+                                        ("data-unavailable", "warning"): 1})
+    assert "unexpected error" in _evidence(response, "medications")
+
+
+def test_an_unusable_host_name_costs_only_the_fetched_keys(make_app):
+    """A 300-character label makes urllib3 raise LocationParseError: every fetched key fails,
+    and the critical cards from the prefetch still come."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body = _prefetched(app, TWO_CRITICAL)
+    body["fhirServer"] = f"http://{'a' * 300}.example/fhir"
+    del body["prefetch"]["medications"]
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == Counter({("cytopenia", "critical"): 1,
+                                        ("thiopurine-pgx", "critical"): 1,
+                                        ("data-unavailable", "warning"): 1})
+    assert "could not be reached" in _evidence(response, "medications")
+
+
+def _wait_for_hang_ups(fhir: FhirServer, count: int, started: float) -> None:
+    while len(fhir.aborted) < count and time.monotonic() < started + 3:
+        time.sleep(0.05)
+
+
+def test_headers_that_trickle_in_are_cut_at_the_deadline(make_app, fhir):
+    """The status line and headers one byte every 50 ms, never ending: the service must hang up
+    by its deadline (freeing the fetch thread), not read headers for as long as they come."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, queries = _fetched(app, BASELINE, fhir)
+    fhir.serve(queries["bloodCounts"], Reply(trickle_headers=True))
+    started = time.monotonic()
+    response, seconds = _post(app.test_client(), SELECT, body)
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    assert _cards(response) == UNAVAILABLE
+    assert "time" in _evidence(response, "bloodCounts")
+    _wait_for_hang_ups(fhir, 1, started)
+    assert fhir.aborted, "the service kept reading headers after its deadline"
+    assert fhir.aborted[0] - started < BUDGET_MS / 1000 + 0.3
+
+
+def test_an_answer_cut_short_at_the_deadline_is_never_taken_for_data(fhir):
+    """Cut off in its headers, http.client sees a 200 with headers ending there and an empty
+    body: that must read as the deadline, not as an answer."""
+    fhir.serve(f"{fhir.base}/Patient/pt-1", Reply(trickle_headers=True))
+    client = FhirClient(fhir.base, TOKEN, Settings(), time.monotonic() + 0.2)
+    with pytest.raises(FetchError, match="the time budget ran out"):
+        client.read("Patient/pt-1")
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_trickling_servers_do_not_starve_other_calls(part, make_app, fhir, elsewhere):
+    """Three calls naming a server that trickles its headers or body (a GET per query each,
+    more than the old pool of 16 threads) are in flight when a call naming a healthy server
+    comes: it must get all its data in time. Every hostile connection is dropped by its call's
+    deadline."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    hostile, queries = _fetched(app, BASELINE, fhir)
+    gets = 3 * len(queries)
+    fhir.respond = lambda path: (Reply(trickle_headers=True) if part == "headers"
+                                 else _trickling(fhir, 50))
+    healthy, _ = _fetched(app, BASELINE, elsewhere)
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as callers:
+        calls = [callers.submit(_post, app.test_client(), SELECT, hostile) for _ in range(3)]
+        while len(fhir.requests) < gets and time.monotonic() < started + 1:
+            time.sleep(0.01)  # the hostile GETs hold their threads now
+        response, seconds = _post(app.test_client(), SELECT, healthy)
+        assert all(_cards(c.result()[0]) == UNAVAILABLE for c in calls)
+    assert _cards(response) == Counter(), response.get_json()["cards"][0]["detail"]
+    assert seconds < BUDGET_MS / 1000 + MARGIN_S
+    _wait_for_hang_ups(fhir, len(fhir.requests), started)
+    assert len(fhir.aborted) == len(fhir.requests) == gets
+    assert max(fhir.aborted) - started < 2 * BUDGET_MS / 1000 + 0.3
+
+
+def test_the_fan_out_of_one_call_is_capped_and_every_excess_reported(make_app, fhir):
+    """30 active orders naming 30 different Medications: with a cap of 12 GETs the server sees
+    12 (the queries first, then Medications) and each Medication not fetched is named."""
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS, max_fhir_requests=12)
+    body, queries = _fetched(app, BASELINE, fhir)
+    orders = [{"resourceType": "MedicationRequest", "id": f"mr-{i}", "status": "active",
+               "intent": "order", "subject": {"reference": "Patient/pt-thio-01"},
+               "medicationReference": {"reference": f"Medication/med-{i}"}} for i in range(30)]
+    fhir.serve(queries["medications"], resource(searchset(orders)))
+    for i in range(30):
+        fhir.serve(f"{fhir.base}/Medication/med-{i}", resource(
+            {"resourceType": "Medication", "id": f"med-{i}", "code": {"text": "paracetamol"}}))
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert len(fhir.requests) == 12, fhir.paths()
+    detail = "\n".join(c["detail"] for c in response.get_json()["cards"])
+    assert detail.count("cap of 12 FHIR requests") == 30 - (12 - len(queries)), detail
+    _token_stayed_home(fhir)
+
+
+def test_the_bytes_of_one_call_are_capped_across_all_answers(make_app, fhir):
+    """An answer of ~30 kB per query against a budget of 100 kB for the whole call: the keys
+    read after the budget is spent fail, and say so; memory is bounded by bytes, not only
+    time."""
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS, max_fhir_total_bytes=100_000)
+    body, queries = _fetched(app, BASELINE, fhir)
+    filler = [{"resourceType": "Basic", "id": f"b-{i}", "code": {"text": "x" * 280}}
+              for i in range(100)]
+    for url in queries.values():
+        fhir.serve(url, resource(searchset(filler)))
+    response, _ = _post(app.test_client(), SELECT, body)
+    detail = "\n".join(c["detail"] for c in response.get_json()["cards"])
+    assert len(queries) - 4 <= detail.count("exceeded 100000 bytes in all") <= len(queries) - 2
+
+
+def _escaping_medications(fhir: FhirServer, url: str) -> None:
+    refs = ["Medication/../../admin/secrets", "Medication/%2e%2e/%2e%2e/admin",
+            "Medication/m1?_format=xml&patient=pt-2", f"{fhir.origin}/admin/Medication/m2"]
+    fhir.serve(url, resource(searchset([
+        {"resourceType": "MedicationRequest", "id": f"mr-{i}", "status": "active",
+         "intent": "order", "subject": {"reference": "Patient/pt-thio-01"},
+         "medicationReference": {"reference": ref}} for i, ref in enumerate(refs)])))
+
+
+def test_references_from_the_server_never_leave_its_base(make_app, fhir):
+    """With an allow-list, references in the server's own answers that would climb out of the
+    base, or add parameters, are refused (and reported); no GET goes outside /fhir/."""
+    app = make_app(time_budget_ms=BUDGET_MS, fhir_allowlist=(fhir.base,))
+    body, queries = _fetched(app, BASELINE, fhir)
+    _escaping_medications(fhir, queries["medications"])
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert response.status_code == 200
+    assert all(p.startswith("/fhir/") and ".." not in p and "%2e" not in p.lower()
+               for p in fhir.paths()), fhir.paths()
+    assert not [p for p in fhir.paths() if p.startswith("/fhir/Medication/")]
+    detail = "\n".join(c["detail"] for c in response.get_json()["cards"])
+    assert detail.count("was not followed") == 4
+
+
+def test_a_next_link_outside_the_base_is_refused(make_app, fhir):
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, queries = _fetched(app, BASELINE, fhir)
+    bundle = _prefetched(app, BASELINE)["prefetch"]["bloodCounts"]
+    outside = f"{fhir.origin}/admin/Observation?page=2"
+    fhir.serve(outside, resource(searchset([])))
+    fhir.serve(queries["bloodCounts"], resource(dict(bundle, link=[
+        {"relation": "next", "url": outside}])))
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == UNAVAILABLE
+    assert "outside fhirServer" in _evidence(response, "bloodCounts")
+    assert not [p for p in fhir.paths() if not p.startswith("/fhir/")]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("patientId", "pt-thio-01&patient=pt-2"), ("patientId", ".."),
+    ("patientId", "../../admin"), ("patientId", "x" * 65), ("userId", "Practitioner/a&b=c"),
+    ("medicationReference", "Medication/../../admin"),
+    ("medicationReference", "Medication/m1?patient=pt-2"),
+    ("fhirServer", "http://user:secret@127.0.0.1:9/fhir"),
+])
+def test_ids_references_and_userinfo_are_refused_before_any_fetch(field, value, make_app, fhir):
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body, _ = _fetched(app, BASELINE, fhir)
+    if field == "medicationReference":
+        draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+        draft.pop("medicationCodeableConcept", None)
+        draft["medicationReference"] = {"reference": value}
+    elif field == "fhirServer":
+        body["fhirServer"] = fhir.base.replace("127.0.0.1", "user:secret@127.0.0.1")
+    else:
+        body["context"][field] = value
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert fhir.requests == []
+
+
+def _nested(depth: int) -> dict:
+    extension = {"url": "http://example.org/x", "valueString": "deep"}
+    for _ in range(depth):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    return extension
+
+
+def test_a_deeply_nested_resource_from_the_server_is_read_not_a_crash(make_app, fhir):
+    """A legal `extension` nested 126 deep on the latest platelet count: no rule reads it, so it
+    voids nothing (no RecursionError, no generic 'all checks' card): the critical card comes."""
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
+    call = _without_prefetch(app, PLATELETS_40, fhir)
+    body, queries = call.body, call.queries
+    counts = searchset(call.data["bloodCounts"])
+    counts["entry"][0]["resource"]["extension"] = [_nested(126)]
+    fhir.serve(queries["bloodCounts"], Reply(200, json.dumps(counts).encode(),
+                                             {"Content-Type": FHIR_JSON}))
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == Counter({("cytopenia", "critical"): 1})

@@ -19,7 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cds_service.knowledge import load_knowledge
 from cds_service.store import Store
 
-from .conftest import PLATELETS_149, PSEUDONYM_KEY, TPMT_INTERMEDIATE, TPMT_POOR, hook_call
+from .conftest import (
+    BOTH_NORMAL,
+    PLATELETS_149,
+    PSEUDONYM_KEY,
+    TPMT_INTERMEDIATE,
+    TPMT_POOR,
+    hook_call,
+)
 from .service import Service, cli
 
 ISS = "https://ehr.example.org"
@@ -63,6 +70,7 @@ def instances(postgres_url, tmp_path):
            "alg": "ES384"}
     env = {"CDS_DATABASE_URL": postgres_url, "CDS_PSEUDONYM_KEY": PSEUDONYM_KEY,
            "CDS_AUTH_MODE": "required", "CDS_PUBLIC_BASE_URL": PUBLIC,
+           "CDS_SUPPRESS_REPEATS": "1",  # off by default; on here to show it spans instances
            "CDS_TRUSTED_CLIENTS_JSON": json.dumps({"clients": [{"iss": ISS,
                                                                 "jwks": {"keys": [jwk]}}]})}
     with Service(env, tmp_path, workers=2) as first, Service(env, tmp_path, workers=2) as second:
@@ -109,9 +117,7 @@ def test_feedback_from_both_instances_is_in_one_report(instances, postgres_url, 
 
 def test_a_load_with_feedback_through_both_loses_nothing(instances, postgres_url):
     first, second = instances
-    calls = [_body(given) for given in (TPMT_POOR,
-                                             "cytopenia-platelets-49-critical",
-                                             "baseline-order-select-azathioprine-none")]
+    calls = [_body(given) for given in (TPMT_POOR, {"counts": {"platelets": 49}}, BOTH_NORMAL)]
     acked: list[str] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()

@@ -81,6 +81,7 @@ class Facts:
 def _orders(facts: Facts) -> orders.Orders:
     knowledge, request = facts.knowledge, facts.request
     medications = facts.resolved.medications
+    unresolved = facts.resolved.medication_problems
     problems: dict[str, list[str]] = {CHECK_ORDER: [], CHECK_MEDS: []}
     built = []
     for resource in request.drafts:
@@ -89,18 +90,18 @@ def _orders(facts: Facts) -> orders.Orders:
         ref = orders.ref_of(resource)
         judged = request.selections is None or ref in request.selections
         built.append(orders.make_order(resource, medications, knowledge, draft=True,
-                                       judged=judged, problems=problems[CHECK_ORDER]))
+                                       judged=judged, problems=problems[CHECK_ORDER],
+                                       unresolved=unresolved))
     judge_active = request.hook == "patient-view"
     listed = [*facts.data("medications").resources, *facts.data("medicationStatements").resources]
     for resource in listed:
         if orders.is_active(resource):
             order = orders.make_order(resource, medications, knowledge, draft=False,
-                                      judged=False, problems=problems[CHECK_MEDS])
+                                      judged=False, problems=problems[CHECK_MEDS],
+                                      unresolved=unresolved)
             if judge_active and order.drug_class == "thiopurine":
                 order = replace(order, judged=True)
             built.append(order)
-    for ref, problem in facts.resolved.medication_problems.items():
-        problems[CHECK_MEDS].append(f"{ref}: {problem}")
     for check, reasons in problems.items():
         facts.problems(check, reasons)
     complete = facts.complete("medications") and facts.complete("medicationStatements")

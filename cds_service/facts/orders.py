@@ -224,13 +224,17 @@ def therapy_start(resource: dict) -> datetime | None:
 
 
 def make_order(resource: dict, medications: Mapping[str, dict], knowledge: Knowledge, *,
-               draft: bool, judged: bool, problems: list[str]) -> Order:
-    """One order, identified; what could not be read is appended to `problems`."""
+               draft: bool, judged: bool, problems: list[str],
+               unresolved: Mapping[str, str] | None = None) -> Order:
+    """One order, identified; what could not be read is appended to `problems` (with why a
+    referenced Medication could not be had, from `unresolved`)."""
     ref = ref_of(resource)
     concepts = medication_concepts(resource, medications)
     if concepts is None:
         target = resource["medicationReference"]["reference"]
-        problems.append(f"{ref}: its Medication {target} could not be read")
+        why = (unresolved or {}).get(target) or (
+            "not in the order's contained resources" if target.startswith("#") else "not found")
+        problems.append(f"{ref}: its Medication {target} could not be read ({why})")
         return Order(ref, resource, None, None, None, draft, judged)
     drug = identify(concepts, knowledge)
     if drug is None:

@@ -91,7 +91,8 @@ def test_an_unresolved_medication_is_reported_and_the_order_kept(knowledge):
     problems: list[str] = []
     built = make_order(order, {}, knowledge, draft=True, judged=True, problems=problems)
     assert (built.ref, built.drug, built.judged) == ("MedicationRequest/mr1", None, True)
-    assert problems == ["MedicationRequest/mr1: its Medication Medication/gone could not be read"]
+    assert problems == [
+        "MedicationRequest/mr1: its Medication Medication/gone could not be read (not found)"]
 
 
 def _order(knowledge, **given) -> dict:
