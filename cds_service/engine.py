@@ -64,7 +64,8 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings, now
         return Result([], [])  # nothing this service judges: no data fetched
     deadline = time.monotonic() + settings.time_budget_ms / 1000
     client = prefetch.connect(request, settings, deadline)  # one per call: its caps span all
-    resolved = prefetch.resolve(request, knowledge.queries(request.service.id), client)
+    resolved = prefetch.resolve(request, knowledge.queries(request.service.id), client,
+                                knowledge.fallbacks)
     facts = Facts(Request(request.hook, request.orders, request.selections), resolved,
                   knowledge, now)
     findings = run_rules(facts, knowledge, request.service.rules)

@@ -86,10 +86,19 @@ def _from_prefetch(value: dict) -> KeyData:
     return KeyData(OK if resources else NONE, resources)
 
 
-def _fetch(client: FhirClient, query: str) -> KeyData:
+# A server that does not know the search answers 4xx or with an OperationOutcome: then the
+# key's fallback (a DSTU2 server has MedicationOrder, not MedicationRequest) is asked instead.
+_REFUSED = ("http-4xx", "operation-outcome")
+
+
+def _fetch(client: FhirClient, query: str, fallback: str | None = None) -> KeyData:
     try:
         resources, incomplete = client.get_all(query)
     except FetchError as error:
+        if fallback and error.reason in _REFUSED:
+            tried = _fetch(client, fallback)
+            if tried.status != FAILED:
+                return tried
         return KeyData(FAILED, (), str(error))
     if _failed_outcome(resources):
         return KeyData(FAILED, (), "the FHIR server reported an error in its results")
@@ -151,16 +160,17 @@ def connect(request: HookRequest, settings: Settings, deadline: float) -> FhirCl
     return FhirClient(request.fhir_server, request.access_token, settings, deadline)
 
 
-def resolve(request: HookRequest, queries: dict[str, str],
-            client: FhirClient | None) -> Resolved:
-    """`queries`: the service's prefetch templates by key."""
-    keys = _resolve_keys(request, queries, client)
+def resolve(request: HookRequest, queries: dict[str, str], client: FhirClient | None,
+            fallbacks: dict[str, str] | None = None) -> Resolved:
+    """`queries`: the service's prefetch templates by key; `fallbacks`: what to search instead
+    when the server refuses a key's query."""
+    keys = _resolve_keys(request, queries, client, fallbacks or {})
     medications, problems = _medications(request, keys, client)
     return Resolved(keys, medications, problems)
 
 
-def _resolve_keys(request: HookRequest, queries: dict[str, str],
-                  client: FhirClient | None) -> dict[str, KeyData]:
+def _resolve_keys(request: HookRequest, queries: dict[str, str], client: FhirClient | None,
+                  fallbacks: dict[str, str]) -> dict[str, KeyData]:
     tokens = _tokens(request)
     results: dict[str, KeyData] = {}
     jobs: dict[str, Callable[[], KeyData]] = {}
@@ -178,7 +188,7 @@ def _resolve_keys(request: HookRequest, queries: dict[str, str],
         elif query is None:
             results[key] = KeyData(FAILED, (), "its query could not be built from the context")
         else:
-            jobs[key] = partial(_fetch, client, query)
+            jobs[key] = partial(_fetch, client, query, _fill(fallbacks.get(key, ""), tokens))
     if client and jobs:
         results.update(_run(jobs, client.deadline))
     return results

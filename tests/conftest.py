@@ -17,6 +17,7 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.store import SQLITE_PREFIX, Store
 
 from .factories import NOW, Scenario, apply
+from .fhir_server import FhirServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_VARIABLE = "CDS_TEST_DATABASE_URL"
@@ -34,6 +35,14 @@ def make_app(tmp_path, knowledge):
         settings = Settings(db_path=str(tmp_path / "store.sqlite3"), **overrides)
         return create_app(settings, knowledge=knowledge, clock=lambda: NOW)
     return factory
+
+
+@pytest.fixture
+def fhir():
+    """A real local FHIR server (tests/fhir_server.py) on a loopback port."""
+    server = FhirServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

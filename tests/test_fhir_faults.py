@@ -21,7 +21,7 @@ import pytest
 from cds_service.config import Settings
 from cds_service.fhir_client import FetchError, FhirClient
 
-from .factories import Scenario, apply
+from .factories import Factory, Scenario, apply
 from .fhir_server import (
     FHIR_JSON,
     FhirServer,
@@ -41,13 +41,6 @@ HEALTHY_BUDGET_MS = 2000  # a healthy server must never be cut off by a loaded C
 MARGIN_S = 0.35          # test-client and evaluation overhead on top of the budget
 TOKEN = "token-for-the-fhir-server-only"
 UNAVAILABLE = Counter({("data-unavailable", "warning"): 1})
-
-
-@pytest.fixture
-def fhir():
-    server = FhirServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -696,3 +689,57 @@ def test_a_deeply_nested_resource_from_the_server_is_read_not_a_crash(make_app, 
                                              {"Content-Type": FHIR_JSON}))
     response, _ = _post(app.test_client(), SELECT, body)
     assert _cards(response) == Counter({("cytopenia", "critical"): 1})
+
+
+ALLOPURINOL = {"medications": [{"drug": "allopurinol", "strength": 100, "tablets": 3}]}
+
+
+def _dstu2(app, fhir: FhirServer, medication_orders: list[dict]) -> dict:
+    """The allopurinol patient on a DSTU2 server: MedicationRequest searches answer 404 (the
+    server's unknown-type answer), the same search for MedicationOrder gives `medication_orders`
+    (the key's fallback in services.yaml)."""
+    call = _without_prefetch(app, ALLOPURINOL, fhir)
+    del fhir.routes[query_key(call.queries["medications"])]
+    client = FhirClient(fhir.base, None, app.config["SETTINGS"], 0)
+    fallback = app.config["KNOWLEDGE"].fallbacks["medications"].replace(
+        "{{context.patientId}}", call.body["context"]["patientId"])
+    fhir.serve(client.url_for(fallback), resource(searchset(medication_orders)))
+    return call.body
+
+
+def test_a_dstu2_server_is_asked_for_medication_orders(make_app, fhir):
+    """The sandbox's default server is DSTU2: the allopurinol the patient takes is a
+    MedicationOrder, and the interaction card must come from it, not 'checks incomplete'."""
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
+    order = Factory(app.config["KNOWLEDGE"]).order(drug="allopurinol", strength=100, tablets=3,
+                                                   shape="DSTU2", status="active")
+    body = _dstu2(app, fhir, [order])
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == Counter({("xanthine-oxidase-interaction", "warning"): 1})
+    card = response.get_json()["cards"][0]
+    assert "allopurinol" in card["detail"].lower()
+    assert any(p.startswith("/fhir/MedicationOrder?") for p in fhir.paths())
+    _token_stayed_home(fhir)
+
+
+def test_when_the_fallback_is_refused_too_the_first_refusal_is_reported(make_app, fhir):
+    app = make_app(time_budget_ms=HEALTHY_BUDGET_MS)
+    body = _dstu2(app, fhir, [])
+    fhir.routes = {key: reply for key, reply in fhir.routes.items()
+                   if "MedicationOrder" not in key[0]}
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == UNAVAILABLE
+    assert "HTTP 404" in _evidence(response, "medications")
+    assert any(p.startswith("/fhir/MedicationOrder?") for p in fhir.paths())
+
+
+def test_a_server_that_times_out_is_not_asked_the_fallback(make_app, fhir):
+    """Only a refusal means 'not this resource type'; a slow server is not asked again."""
+    app = make_app(time_budget_ms=BUDGET_MS)
+    body = _dstu2(app, fhir, [])
+    call_queries = _queries(app, SELECT, body)
+    fhir.serve(call_queries["medications"], Reply(200, trickle(fhir, TRICKLE_HEAD, 50, 0.1),
+                                                  {"Content-Type": FHIR_JSON}))
+    response, _ = _post(app.test_client(), SELECT, body)
+    assert _cards(response) == UNAVAILABLE
+    assert not any(p.startswith("/fhir/MedicationOrder?") for p in fhir.paths())

@@ -97,6 +97,7 @@ class Knowledge:
     pgx: Pgx
     services: dict[str, schema.Service]
     prefetch: dict[str, str]                       # key -> query, value sets expanded
+    fallbacks: dict[str, str]                      # key -> query when the server refuses it
     directory: Path
 
     def queries(self, service: str) -> dict[str, str]:
@@ -197,12 +198,12 @@ def _pgx(spec: schema.PgxFile) -> Pgx:
     return Pgx(spec, codes, hgnc, alleles, pairs, {a.code: a.phenotype for a in spec.answers})
 
 
-def _prefetch(services: schema.ServicesFile, value_sets: dict[str, list[str]]) -> dict[str, str]:
+def _expanded(queries: dict[str, str], value_sets: dict[str, list[str]]) -> dict[str, str]:
     def expand(match: re.Match) -> str:
         if match.group(1) not in value_sets:
-            raise KnowledgeError(f"services.yaml: prefetch: unknown value set {match.group(1)}")
+            raise KnowledgeError(f"services.yaml: unknown value set {match.group(1)}")
         return ",".join(value_sets[match.group(1)])
-    return {key: _VALUE_SET.sub(expand, query) for key, query in services.prefetch.items()}
+    return {key: _VALUE_SET.sub(expand, query) for key, query in queries.items()}
 
 
 def _value_sets(drug_codes: dict, drugs: schema.DrugsFile, analyte_by_code: dict, pgx: Pgx,
@@ -256,6 +257,7 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
                                  " analyte, and its codes must not be absolute-count codes")
     pgx = _pgx(pgx_spec)
     conditions = files["conditions"].conditions
+    value_sets = _value_sets(drug_codes, drugs, analyte_by_code, pgx, labs, conditions)
     knowledge = Knowledge(
         version=_version(files, {n: raw for n, (_, raw) in read.items()}),
         sources=files["sources"].sources, drugs=drugs.drugs, drug_systems=drugs.systems,
@@ -264,9 +266,8 @@ def load_knowledge(directory: Path | str = DEFAULT_DIR) -> Knowledge:
         analyte_by_code=analyte_by_code, conditions=conditions,
         condition_index=_condition_index(conditions), cards=files["rules"],
         pgx=pgx, services={s.id: s for s in files["services"].services},
-        prefetch=_prefetch(files["services"], _value_sets(drug_codes, drugs,
-                                                          analyte_by_code, pgx, labs,
-                                                          conditions)),
+        prefetch=_expanded(files["services"].prefetch, value_sets),
+        fallbacks=_expanded(files["services"].fallbacks, value_sets),
         directory=directory,
     )
     check_wiring(knowledge, files)

@@ -342,6 +342,7 @@ class Service(Model):
 
 class ServicesFile(File):
     prefetch: dict[Id, Id]
+    fallbacks: dict[Id, Id] = {}  # key -> the query tried when the server refuses the key's
     services: Annotated[list[Service], Field(min_length=1)]
 
 

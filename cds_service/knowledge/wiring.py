@@ -122,6 +122,8 @@ def _services(knowledge: Knowledge, rules: dict) -> None:
     from ..facts import FACTS, keys_of
     from ..rules import STAGES
 
+    for key in sorted(set(knowledge.fallbacks) - set(knowledge.prefetch)):
+        raise _fail("services.yaml: fallbacks", f"'{key}' is not a prefetch key")
     for service in knowledge.services.values():
         where = f"services.yaml: services.{service.id}"
         for key in service.prefetch:
