@@ -19,6 +19,11 @@ SUMMARY_LIMIT = 139  # the spec: "<140 characters"
 VERSION_EXTENSION = "azathioprine-cds.knowledge-version"
 # Values the renderer adds: a reduce-dose suggestion's new dose, the drug a removal removes.
 RENDERED = frozenset({"dose", "daily", "current", "percent", "sig", "removed", "order"})
+_NEW_DOSE = frozenset({"dose", "daily", "current", "percent", "sig"})
+# The values each of rules.yaml's `texts` is filled with.
+TEXT_VALUES = {"active-order-change": _NEW_DOSE | {"order"},
+               "combined-reduction": _NEW_DOSE | {"reductions"},
+               "combined-label": _NEW_DOSE | {"drug"}, "above-target": {"label", "target"}}
 
 
 def fill(template: str, values: Mapping[str, object]) -> str:
@@ -32,16 +37,21 @@ def _summary(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 3].rstrip() + "..."
 
 
-def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge) -> str:
+def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
+            planned: Planned | None) -> str:
     parts = []
     if finding.evidence:
         lines = (fill(knowledge.cards.evidence[e.kind], e.values) for e in finding.evidence)
         parts.append("**Evidence**\n\n" + "\n".join(f"- {line}" for line in lines))
     recommendation = fill(spec.recommendation, finding.values)
     parts.append("**Recommendation**\n\n" + recommendation[:1].upper() + recommendation[1:])
-    change = _active_change(spec, finding, knowledge)
-    if change:
-        parts.append(change)
+    if planned and len(planned.reductions) > 1:
+        reductions = " x ".join(f"{r.because} ({r.fraction:.0%})" for r in planned.reductions)
+        parts.append(fill(knowledge.cards.texts["combined-reduction"],
+                          {**planned.new.values(), "reductions": reductions}))
+    if planned and not planned.order.draft:  # the EHR applies suggestions to drafts only
+        parts.append(fill(knowledge.cards.texts["active-order-change"],
+                          {**planned.new.values(), "order": planned.order.ref}))
     parts.append(f"*Strength:* {spec.strength}")
     references = [_citation(knowledge.sources[s]) for s in spec.references]
     if references:
@@ -62,6 +72,7 @@ class NewDose:
     current: str        # the order's daily dose now, "150 mg/day"
     percent: int        # daily / current
     sig: str            # "1.5 tablets (75 mg) once daily"
+    target: str | None = None  # the reduction asked, when the smallest dose is above it
 
     def values(self) -> dict[str, object]:
         return {"dose": self.dose, "daily": self.daily, "current": self.current,
@@ -89,17 +100,76 @@ _SLACK = 0.02  # of a half tablet or dose step
 def reduce_dose(dose: Dose, fraction: float, step_mg: float) -> NewDose | None:
     """The dose times `fraction`, rounded down to half tablets (or to `step_mg`), so that it
     never exceeds the target by more than a rounding slack (0.3333 of 3 tablets is 1 tablet),
-    but at least one half tablet or step; None when that leaves it no lower."""
-    if dose.unit == "tablet":
-        value = max(0.5, math.floor(dose.value * fraction * 2 + _SLACK) / 2)
-    else:
-        value = max(step_mg, math.floor(dose.value * fraction / step_mg + _SLACK) * step_mg)
+    but at least one half tablet or step (then `target` says what was asked); None when that
+    leaves it no lower."""
+    step = 0.5 if dose.unit == "tablet" else step_mg
+    value = max(step, math.floor(dose.value * fraction / step + _SLACK) * step)
     if value >= dose.value:
         return None
     per_dose, daily = _amount(value, dose)
     _, current = _amount(dose.value, dose)
+    asked = dose.value * fraction
+    target = _amount(round(asked, 2), dose)[1] if value > asked + _SLACK * step else None
     return NewDose(value, per_dose, daily, current, round(100 * value / dose.value),
-                   f"{per_dose} {_often(dose.per_day)}")
+                   f"{per_dose} {_often(dose.per_day)}", target)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """One dose reduction a finding asks of an order."""
+    fraction: float
+    because: str        # "TPMT intermediate metabolizer"
+
+
+Plan = Mapping[str, tuple[Reduction, ...]]   # order reference -> every reduction asked of it
+
+
+def _fraction(suggestion: schema.Suggestion, finding: Finding) -> float:
+    return suggestion.fraction or float(finding.values.get("fraction", 0))
+
+
+def dose_plan(findings: list[Finding], knowledge: Knowledge) -> dict[str, tuple[Reduction, ...]]:
+    """Every reduction the findings ask of each order. Their product is the one dose each of
+    those cards suggests: accepting any of them then answers them all."""
+    plan: dict[str, dict[str, Reduction]] = {}
+    for finding in findings:
+        order = finding.target or finding.order
+        for suggestion in knowledge.cards.findings[finding.key].suggestions:
+            if suggestion.kind == "reduce-dose" and order and _fraction(suggestion, finding):
+                plan.setdefault(order.ref, {})[finding.key] = Reduction(
+                    _fraction(suggestion, finding), fill(suggestion.because, finding.values))
+    return {ref: tuple(reductions.values()) for ref, reductions in plan.items()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The reduced dose a finding's card suggests for its order."""
+    order: Order
+    new: NewDose
+    reductions: tuple[Reduction, ...]
+    label: str
+
+
+def _planned(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
+             plan: Plan) -> Planned | None:
+    order = finding.target or finding.order
+    suggestion = next((s for s in spec.suggestions if s.kind == "reduce-dose"), None)
+    if suggestion is None or order is None or order.dose is None:
+        return None
+    own = (Reduction(_fraction(suggestion, finding), ""),)
+    reductions = plan.get(order.ref) or own
+    fraction = math.prod(r.fraction for r in reductions)
+    new = reduce_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg) if (
+        fraction) else None
+    if new is None:
+        return None
+    texts = knowledge.cards.texts
+    label = fill(texts["combined-label"], {"drug": knowledge.drugs[order.drug].display,
+                                           **new.values()}) if len(reductions) > 1 else fill(
+        suggestion.label, {**finding.values, **new.values()})
+    if new.target:
+        label = fill(texts["above-target"], {"label": label, "target": new.target})
+    return Planned(order, new, reductions, label)
 
 
 def prune(value: object) -> object:
@@ -122,23 +192,12 @@ def _with_dose(resource: dict, new: NewDose) -> dict:
     return prune(updated)
 
 
-def _new_dose(suggestion: schema.Suggestion, finding: Finding,
-              knowledge: Knowledge) -> tuple[Order, NewDose] | None:
-    order = finding.target or finding.order
-    fraction = suggestion.fraction or float(finding.values.get("fraction", 0))
-    if order is None or order.dose is None or not fraction:
-        return None
-    new = reduce_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
-    return (order, new) if new else None
-
-
-def _reduce(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge) -> dict | None:
+def _reduce(planned: Planned | None) -> dict | None:
     """Only a draft order is changed; a change to an active order is said in the card text."""
-    found = _new_dose(suggestion, finding, knowledge)
-    if found is None or not found[0].draft:
+    if planned is None or not planned.order.draft:
         return None
-    order, new = found
-    return {"label": fill(suggestion.label, {**finding.values, **new.values()}), "actions": [{
+    order, new = planned.order, planned.new
+    return {"label": planned.label, "actions": [{
         "type": "update", "description": f"Change {order.ref} to {new.sig}",
         "resource": _with_dose(order.resource, new)}]}
 
@@ -153,19 +212,6 @@ def _remove(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledg
         "resourceId": order.ref}]}
 
 
-def _active_change(spec: schema.Finding, finding: Finding, knowledge: Knowledge) -> str | None:
-    """The dose change a reduce-dose suggestion would make, said in words when its order is
-    not a draft (the EHR applies suggestions to draft orders only)."""
-    for suggestion in spec.suggestions:
-        found = _new_dose(suggestion, finding, knowledge) if (
-            suggestion.kind == "reduce-dose") else None
-        if found and not found[0].draft:
-            order, new = found
-            return fill(knowledge.cards.texts["active-order-change"],
-                        {**finding.values, **new.values(), "order": order.ref})
-    return None
-
-
 def _order_test(suggestion: schema.Suggestion, finding: Finding, knowledge: Knowledge,
                 patient_id: str) -> dict:
     test = knowledge.cards.tests[suggestion.test]
@@ -178,13 +224,13 @@ def _order_test(suggestion: schema.Suggestion, finding: Finding, knowledge: Know
 
 
 def _suggestions(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
-                 patient_id: str) -> list:
+                 patient_id: str, planned: Planned | None) -> list:
     built = []
     for suggestion in spec.suggestions:
         if suggestion.kind == "order-test":
             item = _order_test(suggestion, finding, knowledge, patient_id)
         elif suggestion.kind == "reduce-dose":
-            item = _reduce(suggestion, finding, knowledge)
+            item = _reduce(planned)
         else:
             item = _remove(suggestion, finding, knowledge)
         if item:
@@ -192,17 +238,19 @@ def _suggestions(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
     return built
 
 
-def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: str = "") -> dict:
+def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: str = "",
+           plan: Plan | None = None) -> dict:
     """`base_url`: the service's public URL, for a source that is one of its own pages (without
-    it, such a source has no url, which CDS Hooks allows)."""
+    it, such a source has no url, which CDS Hooks allows); `plan`: the call's dose_plan."""
     cards = knowledge.cards
     spec = cards.findings[finding.key]
+    planned = _planned(spec, finding, knowledge, plan or {})
     family = cards.families[spec.family]
     card = {
         "uuid": str(uuid.uuid4()),
         "summary": _summary(fill(spec.summary, finding.values)),
         "indicator": spec.indicator,
-        "detail": _detail(spec, finding, knowledge),
+        "detail": _detail(spec, finding, knowledge, planned),
         "source": {"label": family.label,
                    "topic": {"system": cards.systems["topic"], "code": spec.family,
                              "display": spec.family.replace("-", " ")},
@@ -211,7 +259,7 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: st
     url = family.url.replace("{service}", base_url.rstrip("/"))
     if url.startswith(("http://", "https://")):
         card["source"]["url"] = url
-    suggestions = _suggestions(spec, finding, knowledge, patient_id)
+    suggestions = _suggestions(spec, finding, knowledge, patient_id, planned)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"

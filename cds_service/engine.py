@@ -69,8 +69,9 @@ def evaluate(request: HookRequest, knowledge: Knowledge, settings: Settings, now
     facts = Facts(Request(request.hook, request.orders, request.selections), resolved,
                   knowledge, now)
     findings = run_rules(facts, knowledge, request.service.rules)
-    return Result([cards.render(f, knowledge, request.patient_id, base_url) for f in findings],
-                  findings)
+    plan = cards.dose_plan(findings, knowledge)
+    return Result([cards.render(f, knowledge, request.patient_id, base_url, plan)
+                   for f in findings], findings)
 
 
 def failure_card(knowledge: Knowledge, base_url: str = "") -> dict:

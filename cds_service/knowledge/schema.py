@@ -7,7 +7,7 @@ warning one); links between files are checked in `wiring.py`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -257,6 +257,7 @@ class Suggestion(Model):
     kind: Literal["order-test", "reduce-dose", "remove-order"]
     label: Id
     fraction: Fraction | None = None
+    because: Id | None = None  # reduce-dose: the reduction's name where several are combined
     test: Id | None = None
     of: Literal["order", "partner"] = "order"      # remove-order: which order of the finding
 
@@ -264,6 +265,8 @@ class Suggestion(Model):
     def _fields(self) -> Suggestion:
         if (self.kind == "order-test") != (self.test is not None):
             raise ValueError("an order-test suggestion, and only it, names a test")
+        if (self.kind == "reduce-dose") != (self.because is not None):
+            raise ValueError("a reduce-dose suggestion, and only it, says what it is 'because'")
         if self.fraction is not None and self.kind != "reduce-dose":
             raise ValueError("only a reduce-dose suggestion has a fraction")
         return self
@@ -317,15 +320,25 @@ class OrderableTest(Model):
         return self
 
 
+TextName = Literal["active-order-change", "combined-reduction", "combined-label", "above-target"]
+
+
 class RulesFile(File):
     systems: dict[Literal["topic", "override"], Id]
     families: dict[Id, Family]
     links: dict[Id, Link]
     override_reasons: dict[Id, Id]
     evidence: dict[Id, Id]
-    texts: dict[Literal["active-order-change"], Id]
+    texts: dict[TextName, Id]
     findings: dict[Id, Finding]
     tests: dict[Id, OrderableTest]
+
+    @model_validator(mode="after")
+    def _all_texts(self) -> RulesFile:
+        missing = sorted(set(get_args(TextName)) - set(self.texts))
+        if missing:
+            raise ValueError(f"texts: {missing} missing")
+        return self
 
 
 # ---- services.yaml ------------------------------------------------------------------------

@@ -79,9 +79,11 @@ def _findings(knowledge: Knowledge, rules: dict) -> dict[str, object]:
 
 
 def _cards(knowledge: Knowledge, rules: dict) -> None:
-    from ..cards import RENDERED
+    from ..cards import RENDERED, TEXT_VALUES
 
     cards = knowledge.cards
+    for name, text in cards.texts.items():
+        _check_template(text, TEXT_VALUES[name], f"rules.yaml: texts.{name}")
     owners = _findings(knowledge, rules)
     for key, rule in owners.items():
         spec, where = cards.findings[key], f"rules.yaml: findings.{key}"
@@ -95,6 +97,8 @@ def _cards(knowledge: Knowledge, rules: dict) -> None:
         _check_template(spec.recommendation, allowed, f"{where}.recommendation")
         for i, suggestion in enumerate(spec.suggestions):
             _check_template(suggestion.label, allowed, f"{where}.suggestions[{i}].label")
+            _check_template(suggestion.because or "", rule.values,
+                            f"{where}.suggestions[{i}].because")
             if suggestion.test and suggestion.test not in cards.tests:
                 raise _fail(where, f"suggestions[{i}].test '{suggestion.test}' is not in tests")
             if (suggestion.kind == "reduce-dose" and suggestion.fraction is None
