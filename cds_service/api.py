@@ -198,7 +198,7 @@ def _cors_and_log(response: Response) -> Response:
 def _access_log(status: int, seconds: float) -> None:
     record = {"event": "request", "method": request.method, "path": request.path,
               "status": status, "duration_ms": round(seconds * 1000, 2)}
-    for key in ("service", "hook_instance", "rules", "suppressed"):
+    for key in ("service", "hook_instance", "rules", "suppressed", "error"):
         if key in g:
             record[key] = g.get(key)
     log.info(orjson.dumps(record).decode())
@@ -211,6 +211,7 @@ def _error(status: int, message: str, code: str) -> Response:
 def register_errors(app: Flask) -> None:
     @app.errorhandler(CDSError)
     def _cds_error(error: CDSError) -> Response:
+        g.error = error.message[:200]  # why, in the access log (messages name fields, not data)
         return _error(error.status, error.message, error.code)
 
     @app.errorhandler(StoreError)

@@ -53,10 +53,23 @@ def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
         parts.append(fill(knowledge.cards.texts["active-order-change"],
                           {**planned.new.values(), "order": planned.order.ref}))
     parts.append(f"*Strength:* {spec.strength}")
-    references = [_citation(knowledge.sources[s]) for s in spec.references]
+    about = _drugs_of(finding)
+    references = [_citation(source) for source in _for_drugs(
+        [knowledge.sources[s] for s in spec.references], about)]
     if references:
         parts.append("**References**\n\n" + "\n".join(f"- {r}" for r in references))
     return "\n\n".join(parts)
+
+
+def _drugs_of(finding: Finding) -> set[str]:
+    return {o.drug for o in (finding.order, finding.target, finding.partner) if o and o.drug}
+
+
+def _for_drugs(items: list, about: set[str]) -> list:
+    """A card that cites several drugs' labels keeps those of the drugs it is about (all of
+    them when it is about none of those drugs)."""
+    own = [i for i in items if set(i.drugs) & about]
+    return [i for i in items if not i.drugs or i in own or not own]
 
 
 def _citation(source: schema.Source) -> str:
@@ -267,8 +280,8 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: st
                 "display": cards.override_reasons[code]} for code in spec.override]
     if reasons:
         card["overrideReasons"] = reasons
-    links = [{"label": cards.links[name].label, "url": cards.links[name].url,
-              "type": "absolute"} for name in spec.links]
+    links = [{"label": link.label, "url": link.url, "type": "absolute"} for link in _for_drugs(
+        [cards.links[name] for name in spec.links], _drugs_of(finding))]
     if links:
         card["links"] = links
     return card

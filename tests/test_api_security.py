@@ -93,6 +93,20 @@ def test_logs_are_json_and_never_carry_tokens(client, caplog, order_select):
     assert record["duration_ms"] >= 0
 
 
+def test_a_refused_call_says_why_in_the_access_log(client, caplog, order_select):
+    """The CDS Hooks sandbox shows a refused call as 'All clear': the integrator's one clue is
+    the log, so the 400's reason is there (a wrong hook, as a sandbox link without &hook= sends)."""
+    body = order_select(POOR)
+    body["hook"] = "patient-view"
+    with caplog.at_level(logging.INFO):
+        assert client.post(SERVICE, json=body).status_code == 400
+    record = next(json.loads(r.getMessage()) for r in caplog.records
+                  if r.name == "cds_service.access")
+    assert record["status"] == 400
+    assert record["error"] == ("hook: service 'thiopurine-order-select' serves 'order-select',"
+                               " not 'patient-view'")
+
+
 def test_required_auth_without_a_public_base_url_refuses_to_start(make_app):
     with pytest.raises(ValueError, match="CDS_PUBLIC_BASE_URL"):
         make_app(auth_mode="required", trust_sandbox=True)

@@ -76,6 +76,12 @@ def _check(expected: dict, finding, card: dict) -> list[str]:
     want = expected.get("suggestions", [])
     if len(got) != len(want) or not all(map(_same, want, got)):
         problems.append(f"suggestions {got}, expected {want}")
+    links = [link["label"] for link in card.get("links", [])]
+    if "links" in expected and links != expected["links"]:
+        problems.append(f"links {links}, expected {expected['links']}")
+    for text in expected.get("absent", []):
+        if text in card["summary"] + card.get("detail", ""):
+            problems.append(f"the card says {text!r}, which it must not")
     for field in ("summary", "detail"):
         for text in expected.get(field, []):
             if text not in card.get(field, ""):

@@ -109,11 +109,12 @@ def _cards(response) -> Counter:
                    for c in response.get_json()["cards"])
 
 
-def _evidence(response, key: str) -> str:
-    """The data-unavailable card's evidence line for one prefetch key."""
+def _evidence(response, check: str) -> str:
+    """The data-unavailable card's evidence line for one check (cds_service/facts FACTS)."""
     cards = [c for c in response.get_json()["cards"]
              if c["source"]["topic"]["code"] == "data-unavailable"]
-    lines = [line for c in cards for line in c["detail"].splitlines() if f"{key}: " in line]
+    lines = [line for c in cards for line in c["detail"].splitlines()
+             if line.startswith(f"- {check}: ")]
     assert lines, [c["detail"] for c in cards]
     return lines[0]
 
@@ -277,7 +278,7 @@ def test_a_faulty_server_gives_a_timely_data_unavailable_card(fault, make_app, f
     response, seconds = _post(app.test_client(), call.service, call.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
-    assert says in _evidence(response, "bloodCounts")
+    assert says in _evidence(response, "blood counts")
     _token_stayed_home(fhir, elsewhere)
     if fault == "endless-pages":
         assert sum("page=" in p for p in fhir.paths()) == 2  # first page + 2 next: 3 in all
@@ -304,7 +305,7 @@ def test_a_body_that_trickles_in_is_abandoned_at_the_deadline(framing, make_app,
     response, seconds = _post(app.test_client(), call.service, call.body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
-    assert "time" in _evidence(response, "bloodCounts")
+    assert "time" in _evidence(response, "blood counts")
     while not fhir.aborted and time.monotonic() < started + 3:
         time.sleep(0.05)
     assert fhir.aborted, "the service kept reading after its deadline"
@@ -433,7 +434,7 @@ def test_a_zip_bomb_is_cut_at_the_byte_cap(make_app, fhir):
     response, seconds = _post(app.test_client(), SELECT, body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
-    assert "exceeded 1000000 bytes" in _evidence(response, "bloodCounts")
+    assert "exceeded 1000000 bytes" in _evidence(response, "blood counts")
 
 
 def _short_body(fhir: FhirServer) -> Reply:
@@ -479,7 +480,7 @@ def test_a_broken_answer_costs_only_its_key(fault, make_app, fhir):
                                         ("thiopurine-pgx", "critical"): 1,
                                         ("data-unavailable", "warning"): 1})
     assert "all checks" not in response.get_data(as_text=True)
-    _evidence(response, "medications")
+    _evidence(response, "current medications")
 
 
 def test_a_bug_while_fetching_one_key_costs_only_that_key(make_app, fhir, monkeypatch):
@@ -501,7 +502,7 @@ def test_a_bug_while_fetching_one_key_costs_only_that_key(make_app, fhir, monkey
     assert _cards(response) == Counter({("cytopenia", "critical"): 1,
                                         ("thiopurine-pgx", "critical"): 1,
                                         ("data-unavailable", "warning"): 1})
-    assert "unexpected error" in _evidence(response, "medications")
+    assert "unexpected error" in _evidence(response, "current medications")
 
 
 def test_an_unusable_host_name_costs_only_the_fetched_keys(make_app):
@@ -515,7 +516,7 @@ def test_an_unusable_host_name_costs_only_the_fetched_keys(make_app):
     assert _cards(response) == Counter({("cytopenia", "critical"): 1,
                                         ("thiopurine-pgx", "critical"): 1,
                                         ("data-unavailable", "warning"): 1})
-    assert "could not be reached" in _evidence(response, "medications")
+    assert "could not be reached" in _evidence(response, "current medications")
 
 
 def _wait_for_hang_ups(fhir: FhirServer, count: int, started: float) -> None:
@@ -533,7 +534,7 @@ def test_headers_that_trickle_in_are_cut_at_the_deadline(make_app, fhir):
     response, seconds = _post(app.test_client(), SELECT, body)
     assert seconds < BUDGET_MS / 1000 + MARGIN_S
     assert _cards(response) == UNAVAILABLE
-    assert "time" in _evidence(response, "bloodCounts")
+    assert "time" in _evidence(response, "blood counts")
     _wait_for_hang_ups(fhir, 1, started)
     assert fhir.aborted, "the service kept reading headers after its deadline"
     assert fhir.aborted[0] - started < BUDGET_MS / 1000 + 0.3
@@ -642,7 +643,7 @@ def test_a_next_link_outside_the_base_is_refused(make_app, fhir):
         {"relation": "next", "url": outside}])))
     response, _ = _post(app.test_client(), SELECT, body)
     assert _cards(response) == UNAVAILABLE
-    assert "outside fhirServer" in _evidence(response, "bloodCounts")
+    assert "outside fhirServer" in _evidence(response, "blood counts")
     assert not [p for p in fhir.paths() if not p.startswith("/fhir/")]
 
 
@@ -729,7 +730,7 @@ def test_when_the_fallback_is_refused_too_the_first_refusal_is_reported(make_app
                    if "MedicationOrder" not in key[0]}
     response, _ = _post(app.test_client(), SELECT, body)
     assert _cards(response) == UNAVAILABLE
-    assert "HTTP 404" in _evidence(response, "medications")
+    assert "HTTP 404" in _evidence(response, "current medications")
     assert any(p.startswith("/fhir/MedicationOrder?") for p in fhir.paths())
 
 

@@ -9,6 +9,7 @@ built the first time a rule asks for it, and never changes after; a rule asks fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,6 +38,11 @@ class FactSpec:
     build: Callable[[Facts], object]
 
 
+def _words(key: str) -> str:
+    """A prefetch key as words: medicationStatements -> medication statements."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()
+
+
 class Facts:
     """The facts of one request, each built once, on first use."""
 
@@ -54,8 +60,9 @@ class Facts:
             spec = FACTS[name]
             for key in spec.keys:
                 item = self.data(key)
-                if item.status == FAILED:
-                    self.problem(spec.check, f"{key}: {item.problem}")
+                if item.status == FAILED:  # a fact of several keys says which one failed
+                    self.problem(spec.check, item.problem if len(spec.keys) == 1 else
+                                 f"{item.problem} ({_words(key)})")
             self._values[name] = spec.build(self)
         return self._values[name]
 

@@ -51,6 +51,8 @@ class Source(Model):
     url: str | None = None
     tag: Literal["V", "C", "U"]
     provenance: str | None = None   # internal note (e.g. which reference summary): never shown
+    drugs: list[Id] = []            # a drug's own label: on a card about another drug it gives
+                                    # way to that drug's label when the card cites both
 
 
 class SourcesFile(File):
@@ -294,6 +296,7 @@ class Finding(Model):
 class Link(Model):
     label: Id
     url: Annotated[str, StringConstraints(pattern=r"^https?://")]
+    drugs: list[Id] = []            # as Source.drugs
 
 
 class Family(Model):

@@ -84,6 +84,11 @@ def _cards(knowledge: Knowledge, rules: dict) -> None:
     cards = knowledge.cards
     for name, text in cards.texts.items():
         _check_template(text, TEXT_VALUES[name], f"rules.yaml: texts.{name}")
+    for where, table in (("sources.yaml: sources", knowledge.sources),
+                         ("rules.yaml: links", cards.links)):
+        for name, item in table.items():
+            for drug in set(item.drugs) - set(knowledge.drugs):
+                raise _fail(f"{where}.{name}", f"drugs: '{drug}' is not in drugs.yaml")
     owners = _findings(knowledge, rules)
     for key, rule in owners.items():
         spec, where = cards.findings[key], f"rules.yaml: findings.{key}"

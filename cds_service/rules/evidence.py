@@ -7,15 +7,24 @@ from ..facts.orders import Order
 from ..findings import Evidence
 from ..knowledge import Knowledge
 
-ORDER = {"order": frozenset({"drug", "resource", "status"})}
+ORDER = {"order": frozenset({"drug", "amount", "state", "resource"})}
 CONDITION = {f"condition-{via}": frozenset({"condition", "resource", "date"})
              for via in ("condition", "reason", "status")}
 
 
 def order_evidence(order: Order, knowledge: Knowledge) -> Evidence:
-    status = "draft" if order.draft else str(order.resource.get("status") or "active")
-    return Evidence("order", {"drug": knowledge.drugs[order.drug].display,
-                              "resource": order.ref, "status": status})
+    """The order in a pharmacist's words (drug, daily dose, state), its id kept to trace it."""
+    dose = order.dose
+    amount = "dose not stated" if dose is None else (
+        f"{dose.mg * dose.per_day:g} mg/day" if dose.mg else
+        f"{dose.value * dose.per_day:g} {dose.unit}s/day")
+    if order.draft:
+        state = "the order being placed"
+    else:
+        state = str(order.resource.get("status") or "active")
+        state += f" since {order.start:%Y-%m-%d}" if order.start else ""
+    return Evidence("order", {"drug": knowledge.drugs[order.drug].display, "amount": amount,
+                              "state": state, "resource": order.ref})
 
 
 def condition_evidence(name: str, mention: Mention, knowledge: Knowledge) -> Evidence:
