@@ -1,6 +1,6 @@
 """Where a request's CPU goes: the app in-process (create_app + Flask test client) under cProfile.
 
-    .venv/bin/python benchmarks/hotpath.py [--workload 2|3] [--calls 200] [--top 25]
+    .venv/bin/python benchmarks/hotpath.py [--workload 1|2|3|5] [--calls 200] [--top 25]
 
 Same bodies as bench.py; prints the functions by own time and by cumulative time.
 """
@@ -21,13 +21,15 @@ from cds_service import create_app
 from cds_service.config import Settings
 
 WORKLOADS = {"1": ("thiopurine-order-select", None), "2": ("thiopurine-order-sign", 99),
-             "3": ("thiopurine-order-sign", 1998)}
+             "3": ("thiopurine-order-sign", 1998), "5": ("thiopurine-order-sign", None)}
 
 
 def body_for(workload: str, fhir_base: str, keys: list[str]) -> bytes:
     service, counts = WORKLOADS[workload]
-    if counts is None:
+    if workload == "1":
         body = workloads.sandbox()
+    elif workload == "5":
+        body = workloads.complex_order_sign(workloads.now_utc())
     else:
         body = workloads.order_sign(workloads.now_utc(), counts=counts, full_record=True)
     workloads.complete(body, fhir_base, keys)

@@ -109,6 +109,20 @@ def medications(f: Factory) -> list[dict]:
     return out + [f.order("azathioprine", id="mr-aza-active", status="active")]
 
 
+LOCAL_SYSTEM = "urn:oid:2.16.840.1.113883.3.9999.1"  # a hospital's own formulary codes
+
+
+def locally_coded(f: Factory) -> list[dict]:
+    """The 20 active medicines of `medications`, each non-thiopurine one coded only in the
+    hospital's local formulary (a code no rule knows) beside its text, as the issue's EHR sends."""
+    out = medications(f)
+    for i, request in enumerate(out[:-1]):
+        concept = request["medicationCodeableConcept"]
+        concept["coding"] = [{"system": LOCAL_SYSTEM, "code": f"F{40000 + i}",
+                              "display": concept["text"]}]
+    return out
+
+
 def conditions(scenario: Scenario) -> list[dict]:
     return [*scenario.resources("conditions"), *(scenario.f.condition(text=text, id=f"cond-{i}")
                                             for i, text in enumerate(OTHER_CONDITIONS))]
@@ -124,6 +138,21 @@ def order_sign(now: datetime, counts: int, full_record: bool) -> dict:
     if full_record:
         prefetch["medications"] = searchset("medications", medications(scenario.f))
         prefetch["conditions"] = searchset("conditions", conditions(scenario))
+    return body
+
+
+def complex_order_sign(now: datetime) -> dict:
+    """Workload 5 (issue 13): a complex patient's order-sign, about 140 prefetched resources:
+    two years of CBCs, 20 active medicines of which 19 carry only a local code and text, 10
+    conditions, the PGx results and a weight. The draft renews the active azathioprine."""
+    scenario, body = baseline("order-sign")
+    prefetch = body["prefetch"]
+    prefetch["bloodCounts"] = searchset("bloodCounts", blood_counts(
+        105, scenario.resources("bloodCounts"), now))
+    prefetch["medications"] = searchset("medications", locally_coded(scenario.f))
+    prefetch["conditions"] = searchset("conditions", conditions(scenario))
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["priorPrescription"] = {"reference": "MedicationRequest/mr-aza-active"}
     return body
 
 

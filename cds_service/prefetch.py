@@ -197,15 +197,14 @@ def _resolve_keys(request: HookRequest, queries: dict[str, str], client: FhirCli
 _ORDER_TYPES = ("MedicationRequest", "MedicationOrder", "MedicationStatement")
 
 
-def _medication_refs(resources: list[dict]) -> set[str]:
-    refs = set()
-    for resource in resources:
-        medication = resource.get("medicationReference")
-        ref = medication.get("reference") if isinstance(medication, dict) else None
-        if (resource.get("resourceType") in _ORDER_TYPES and isinstance(ref, str)
-                and not ref.startswith("#")):
-            refs.add(ref)
-    return refs
+def _medication_ref(resource: dict) -> str | None:
+    """The Medication an order or statement references, unless it is contained."""
+    medication = resource.get("medicationReference")
+    ref = medication.get("reference") if isinstance(medication, dict) else None
+    if (isinstance(ref, str) and not ref.startswith("#")
+            and resource.get("resourceType") in _ORDER_TYPES):
+        return ref
+    return None
 
 
 def _relative(ref: str, base: str | None) -> str | None:
@@ -221,13 +220,16 @@ def _medications(request: HookRequest, keys: dict[str, KeyData], client: FhirCli
     """The Medications orders reference: sent in the request (by id or fullUrl), else read
     from the FHIR server; for each that cannot be had, why."""
     sent: dict[str, dict] = dict(request.full_urls)
-    for item in keys.values():
+    refs = {_medication_ref(order) for order in request.orders}
+    for item in keys.values():  # one pass over the resources: Medications and references
         for resource in item.resources:
             if resource.get("resourceType") == "Medication":
                 sent[reference(resource)] = resource
-    resources = [*request.orders, *(r for item in keys.values() for r in item.resources)]
+            else:
+                refs.add(_medication_ref(resource))
+    refs.discard(None)
     found, problems, wanted = {}, {}, {}
-    for ref in _medication_refs(resources):
+    for ref in refs:
         relative = _relative(ref, request.fhir_server)
         if ref in sent or relative in sent:
             found[ref] = sent.get(ref) or sent[relative]

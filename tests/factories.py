@@ -73,10 +73,11 @@ class Factory:
               strength: float | None = 50, per_day: float = 1, authored: str | int | None = None,
               reason: str | dict | None = None, text: str | None = None, shape: str = "R4",
               start: str | None = None, bare: bool = False, code: str | None = None,
-              prior: str | None = None, **_: Any) -> dict:
+              prior: str | None = None, fields: dict | None = None, **_: Any) -> dict:
         """A MedicationRequest (R4, or STU3 with `shape: STU3`; DSTU2 MedicationOrder).
         `code`: an RxNorm code of the drug in cards/drugs.yaml instead of its product;
-        `prior`: the order it renews or replaces (priorPrescription)."""
+        `prior`: the order it renews or replaces (priorPrescription); `fields`: more elements,
+        as an EHR adds them (none a rule reads)."""
         spec = self.k.drugs.get(drug)
         strength = strength if spec is None or not spec.products or strength in (
             spec.products.values()) else None
@@ -121,7 +122,7 @@ class Factory:
         else:
             dosage["doseQuantity"] = dose
         resource["dosageInstruction"] = [dosage]
-        return resource
+        return resource | (fields or {})
 
     def service_request(self, test: str, id: str | None = None, **_: Any) -> dict:  # noqa: A002
         """A draft ServiceRequest for a test of cards/rules.yaml `tests` (e.g. a CBC)."""
@@ -159,8 +160,9 @@ class Factory:
     def count(self, analyte: str, value: Any, *, days_ago: float = 14, unit: str | None =
               COUNT_UNIT, ucum: bool = True, status: str = "final", low: float | None = None,
               code_index: int = 0, id: str | None = None, effective: str | None = None,  # noqa: A002
-              **_: Any) -> dict:
-        """A blood count; the unit as a UCUM code too unless `ucum` is false (e.g. "K/uL")."""
+              fields: dict | None = None, **_: Any) -> dict:
+        """A blood count; the unit as a UCUM code too unless `ucum` is false (e.g. "K/uL");
+        `fields` as for `order`."""
         spec = self.k.labs.analytes[analyte]
         taken = effective if effective is not None else when(days_ago)
         obs = self.observation(id or f"{analyte}-{str(taken)[:10]}",
@@ -173,7 +175,7 @@ class Factory:
         if low is not None:
             obs["referenceRange"] = [{"low": {k: v for k, v in quantity.items() if k != "value"}
                                       | {"value": low}}]
-        return obs
+        return obs | (fields or {})
 
     def weight(self, kg: float, days_ago: float = 53) -> dict:
         obs = self.observation("weight", self.loinc(self.k.labs.body_weight.codes[0],
@@ -213,9 +215,11 @@ class Factory:
             range: list[float] | None = None, flag: str | None = None,  # noqa: A002
             gene_code: bool = False, date: str = "2024-02-14T10:00:00Z",
             status: str = "final", component: bool = True, hgnc_system: int = 0,
-            id: str | None = None, value_string: bool = False, **_: Any) -> dict:  # noqa: A002
+            id: str | None = None, value_string: bool = False,  # noqa: A002
+            fields: dict | None = None, **_: Any) -> dict:
         """One TPMT/NUDT15 result: a genotype, a phenotype (LA code or text) or an activity,
-        coded with the generic code of its kind, or the gene's own with `gene_code`."""
+        coded with the generic code of its kind, or the gene's own with `gene_code`; `fields`
+        as for `order`."""
         spec = self.k.pgx
         if diplotype is not None:
             obs = self.observation(id or f"genotype-{gene.lower()}",
@@ -252,7 +256,7 @@ class Factory:
                 obs["valueCodeableConcept"] = {"text": text}
         if component:
             obs["component"] = [self.gene_component(gene, hgnc_system)]
-        return obs
+        return obs | (fields or {})
 
     # ---- conditions, allergies -------------------------------------------------------------
 

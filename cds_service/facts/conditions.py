@@ -3,6 +3,7 @@ recorded allergies, and past alkylating agents. Value sets come from cards/condi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -140,11 +141,13 @@ class PastDrug:
 
 def read_alkylating(resources: Iterable[dict], orders: Iterable[Order],
                     medications: dict[str, dict], knowledge: Knowledge) -> PastDrug | None:
-    """A past or current alkylating-agent order, from the history search or any order."""
-    for resource in [*resources, *(o.resource for o in orders)]:
-        if resource.get("status") == "entered-in-error":
-            continue
-        drug = identify(medication_concepts(resource, medications) or [], knowledge)
-        if drug and knowledge.drugs[drug].drug_class == "alkylating-agent":
+    """A past or current alkylating-agent order, from the history search or any order (whose
+    drug the orders fact has already identified)."""
+    known = [(o.resource, o.drug) for o in orders]
+    found = ((r, identify(medication_concepts(r, medications) or [], knowledge))
+             for r in resources)
+    for resource, drug in itertools.chain(known, found):
+        if (drug and knowledge.drugs[drug].drug_class == "alkylating-agent"
+                and resource.get("status") != "entered-in-error"):
             return PastDrug(drug, reference(resource), status(resource) or "no status")
     return None

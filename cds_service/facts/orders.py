@@ -138,8 +138,8 @@ def identify(concepts: list, knowledge: Knowledge) -> str | None:
         drug = knowledge.drug_codes.get((system, code))
         if drug:
             return drug
-        for prefix_system, prefix, name in knowledge.drug_prefixes:
-            if system == prefix_system and code.startswith(prefix):
+        for prefix, name in knowledge.drug_prefixes.get(system, ()):
+            if code.startswith(prefix):
                 return name
     match = knowledge.drug_pattern.search(" ".join(concept_texts(concepts)).lower())
     return knowledge.drug_by_word[match.group(1)] if match else None

@@ -86,7 +86,7 @@ class Knowledge:
     drugs: dict[str, schema.Drug]
     drug_systems: schema.DrugSystems
     drug_codes: dict[tuple[str, str], str]         # (system, code) -> drug
-    drug_prefixes: tuple[tuple[str, str, str], ...]  # (system, code prefix, drug): ATC classes
+    drug_prefixes: dict[str, tuple[tuple[str, str], ...]]  # system -> (code prefix, drug): ATC
     drug_pattern: re.Pattern                       # every drug name as a whole word
     drug_by_word: dict[str, str]
     labs: schema.LabsFile
@@ -127,10 +127,11 @@ def _validated(name: str, data: dict) -> schema.File:
         raise KnowledgeError(f"{name}.yaml: {where}: {first['msg']}{more}") from None
 
 
-def _drug_indexes(drugs: schema.DrugsFile) -> tuple[dict, tuple, re.Pattern, dict]:
+def _drug_indexes(drugs: schema.DrugsFile) -> tuple[dict, dict, re.Pattern, dict]:
     systems = drugs.systems
     codes: dict[tuple[str, str], str] = {}
-    prefixes, words = [], {}
+    prefixes: list[tuple[str, str]] = []
+    words: dict[str, str] = {}
     for name, drug in drugs.drugs.items():
         entries = [(systems.rxnorm, c) for c in [*drug.rxnorm_ingredient, *drug.products,
                                                   *drug.groups]]
@@ -140,7 +141,7 @@ def _drug_indexes(drugs: schema.DrugsFile) -> tuple[dict, tuple, re.Pattern, dic
             if codes.setdefault(key, name) != name:
                 raise KnowledgeError(f"drugs.yaml: drugs.{name}: code {key[1]} already belongs"
                                      f" to {codes[key]}")
-        prefixes += [(systems.atc, p, name) for p in drug.atc_prefixes]
+        prefixes += [(p, name) for p in drug.atc_prefixes]
         for word in drug.text:
             if words.setdefault(word.lower(), name) != name:
                 raise KnowledgeError(f"drugs.yaml: drugs.{name}: name '{word}' already belongs"
@@ -148,7 +149,7 @@ def _drug_indexes(drugs: schema.DrugsFile) -> tuple[dict, tuple, re.Pattern, dic
     # Longest names first, so "6-mercaptopurine" wins over "mercaptopurine".
     names = sorted(words, key=len, reverse=True)
     pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
-    return codes, tuple(prefixes), pattern, words
+    return codes, {systems.atc: tuple(prefixes)}, pattern, words
 
 
 def _pgx(spec: schema.PgxFile) -> Pgx:
