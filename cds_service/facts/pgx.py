@@ -333,7 +333,9 @@ class _Reader:
         (e.g. "deficient") decides; else below the normal range is intermediate, anything else
         normal. Ranges in other units, or labelled in words we don't know, are skipped."""
         inside, normal = [], None
-        for rng in ranges:
+        for index, rng in enumerate(ranges):
+            if isinstance(rng, dict):
+                _check_bounds(rng, index)
             if not isinstance(rng, dict) or not _same_unit(unit, rng) or (
                     _bound(rng, "low"), _bound(rng, "high")) == (None, None):
                 continue
@@ -349,7 +351,9 @@ class _Reader:
         if normal is None:
             return None, ""
         low = _bound(normal, "low")
-        if low is None or value >= low:
+        if low is None:  # an upper limit alone says nothing about deficiency
+            return None, ""
+        if value >= low:
             return "normal", f"within or above the reference range {_range_text(normal)}"
         spec = self.pgx.spec.activity
         ratio = value / low if low > 0 else 0.0
@@ -437,6 +441,15 @@ def _ref_key(ref: Any) -> str | None:
         return None
     tail = ref.rsplit("Observation/", 1)[1].split("/_history", 1)[0]
     return f"Observation/{tail}"
+
+
+def _check_bounds(rng: dict, index: int) -> None:
+    """A bound that is present must be a number: read as absent, it would turn a low activity
+    into a normal one."""
+    for side in ("low", "high"):
+        bound = rng.get(side)
+        if bound is not None and (not isinstance(bound, dict) or "value" in bound):
+            read_quantity(bound, f"referenceRange[{index}].{side}")
 
 
 def _bound(rng: dict, side: str) -> float | None:
