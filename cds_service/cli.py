@@ -320,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser(
         "report", help="cards shown, accepted and overridden per rule (alert fatigue)",
         description="Per rule and finding, for the cards issued in a period: shown, suppressed"
-                    " as repeats, accepted, overridden (per reason) and the override rate.")
+                    " as repeats, accepted, overridden (per reason) and the override rate; and"
+                    " the distinct alerts (the cards of one fingerprint) with their override"
+                    " rate.")
     report.add_argument("--since", type=_date, metavar="DATE",
                         help="first day (YYYY-MM-DD, UTC) or an ISO date-time")
     report.add_argument("--until", type=_date, metavar="DATE",

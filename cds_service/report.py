@@ -7,6 +7,13 @@ counts once, by the last feedback item received for it (a client may resend or r
 feedback" is kept apart rather than read as accepted or overridden: many EHRs send no feedback
 for a card that was merely read.
 
+Beside the cards, distinct alerts: an EHR re-fires order-select on every change of the order
+form, so one alert is issued as many cards, most of them without feedback. The cards shown with
+one fingerprint (repeats.py: patient, user, finding, order and evidence) are one alert; a card
+without one (data-unavailable, hooks other than order-select and order-sign) is an alert of its
+own. An alert counts by the last feedback any of its cards received; alert override rate =
+overridden alerts / alerts.
+
 `html()` writes the same figures as one self-contained page: inline CSS and SVG, no script,
 nothing fetched.
 """
@@ -27,6 +34,9 @@ COLOURS = {"accepted": "#2e7d32", "overridden": "#c62828", "no feedback": "#9e9e
            "suppressed": "#90caf9"}
 
 
+LastFeedback = tuple[int, str | None]  # feedback id (0: none) and its outcome
+
+
 @dataclass
 class Tally:
     shown: int = 0
@@ -34,6 +44,8 @@ class Tally:
     accepted: int = 0
     overridden: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    # each alert shown (its fingerprint, else its card uuid) -> its last feedback
+    alerts: dict[str, LastFeedback] = field(default_factory=dict)
 
     @property
     def unanswered(self) -> int:
@@ -43,16 +55,33 @@ class Tally:
     def override_rate(self) -> float | None:
         return self.overridden / self.shown if self.shown else None
 
+    @property
+    def alerts_overridden(self) -> int:
+        return sum(outcome == "overridden" for _, outcome in self.alerts.values())
+
+    @property
+    def alert_override_rate(self) -> float | None:
+        return self.alerts_overridden / len(self.alerts) if self.alerts else None
+
     def add(self, row: dict) -> None:
         if not row["shown"]:
             self.suppressed += 1  # never sent, so it can have no feedback
             return
         self.shown += 1
+        self._add_to_alert(row)
         if row["outcome"] == "accepted":
             self.accepted += 1
         elif row["outcome"] == "overridden":
             self.overridden += 1
             self.reasons[row["override_code"] or NO_CODE] += 1
+
+    def _add_to_alert(self, row: dict) -> None:
+        """The alert keeps the feedback received last on any of its cards: feedback on an
+        earlier copy may come after a later copy's."""
+        key = row["fingerprint"] or row["card"]
+        last = (row["feedback_id"] or 0, row["outcome"])
+        if key not in self.alerts or last[0] > self.alerts[key][0]:
+            self.alerts[key] = last
 
 
 @dataclass
@@ -102,8 +131,7 @@ def build(store: Store, since: str | None = None, until: str | None = None,
                   store.unmatched_feedback(low, high), dict(reason_names or {}))
 
 
-def _rate(tally: Tally) -> str:
-    rate = tally.override_rate
+def _rate(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
@@ -119,19 +147,30 @@ def _reasons(tally: Tally, names: Mapping[str, str]) -> str:
 
 # -- text ---------------------------------------------------------------------------------
 
-_COLUMNS = ("shown", "suppressed", "accepted", "overridden", "no feedback", "override rate")
+_COLUMNS = ("shown", "suppressed", "accepted", "overridden", "no feedback", "override rate",
+            "alerts", "alert override rate")
+_EXPLAINED = (  # the text's header lines; one paragraph in HTML
+    "Override rate = overridden / shown; a card counts by its last feedback item.",
+    "Alerts = distinct alerts shown: the order-select and order-sign cards with the same patient,",
+    "user, finding, order and evidence (an order form re-fired) are one alert; any other card is",
+    "an alert of its own. An alert counts by the last feedback any of its cards received.",
+    "Alert override rate = overridden alerts / alerts.")
+
+
+def _cells(tally: Tally) -> tuple[int | str, ...]:
+    """A row's figures, in the order of _COLUMNS."""
+    return (tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered,
+            _rate(tally.override_rate), len(tally.alerts), _rate(tally.alert_override_rate))
 
 
 def _line(label: str, tally: Tally) -> str:
-    counts = (tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered)
-    cells = [f"{n:>{len(c)}}" for n, c in zip(counts, _COLUMNS[:5], strict=True)]
-    return f"{label:<40} " + "  ".join([*cells, f"{_rate(tally):>13}"])
+    cells = [f"{c:>{len(name)}}" for c, name in zip(_cells(tally), _COLUMNS, strict=True)]
+    return f"{label:<40} " + "  ".join(cells)
 
 
 def text(report: Report) -> str:
     lines = [f"Cards issued from {report.period} (UTC).",
-             f"Knowledge: {', '.join(report.versions) or '-'}",
-             "Override rate = overridden / shown; a card counts by its last feedback item.", "",
+             f"Knowledge: {', '.join(report.versions) or '-'}", *_EXPLAINED, "",
              f"{'rule / finding':<40} " + "  ".join(_COLUMNS)]
     for rule, tally in report.rules.items():
         lines.append(_line(rule, tally))
@@ -200,7 +239,7 @@ def _outcome_chart(report: Report) -> str:
 
 def _rate_chart(report: Report) -> str:
     bars = [(key, [("override rate %", round(100 * t.override_rate, 1), COLOURS["overridden"])],
-             f"{_rate(t)} of {t.shown}")
+             f"{_rate(t.override_rate)} of {t.shown}")
             for (_, key), t in report.findings.items() if t.override_rate is not None]
     return _svg("Override rate per finding", bars, 100.0)
 
@@ -213,10 +252,8 @@ def _reason_chart(report: Report) -> str:
 
 
 def _row(label: str, tally: Tally, css: str, names: Mapping[str, str]) -> str:
-    cells = [tally.shown, tally.suppressed, tally.accepted, tally.overridden, tally.unanswered,
-             _rate(tally)]
     return (f'<tr class="{css}"><th scope="row">{escape(label)}</th>'
-            + "".join(f"<td>{escape(str(c))}</td>" for c in cells)
+            + "".join(f"<td>{escape(str(c))}</td>" for c in _cells(tally))
             + f"<td>{escape(_reasons(tally, names))}</td></tr>")
 
 
@@ -234,7 +271,7 @@ def _table(report: Report) -> str:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#212121;margin:24px;
-max-width:1000px}
+max-width:1100px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .meta{color:#555;margin:0}.figures span{display:inline-block;margin:12px 24px 0 0}
 .figures b{display:block;font-size:24px}
@@ -244,7 +281,7 @@ margin-right:5px;vertical-align:-1px}
 table{border-collapse:collapse;width:100%;margin-top:8px}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}
 th[scope=row],thead th:first-child,thead th:last-child,td:last-child{text-align:left}
-th[scope=row]{white-space:nowrap}
+th[scope=row]{white-space:nowrap}td:last-child{min-width:14em}
 tr.rule th,tr.total th{font-weight:600}tr.finding th{font-weight:normal;padding-left:24px}
 tr.total{border-top:2px solid #212121}.empty{color:#555}
 """
@@ -255,7 +292,8 @@ def html(report: Report, generated: datetime | None = None) -> str:
     total = report.total
     figures = "".join(f"<span><b>{escape(str(value))}</b>{escape(name)}</span>" for name, value in (
         ("cards shown", total.shown), ("suppressed as repeats", total.suppressed),
-        ("overridden", total.overridden), ("override rate", _rate(total))))
+        ("overridden", total.overridden), ("override rate", _rate(total.override_rate)),
+        ("alerts", len(total.alerts)), ("alert override rate", _rate(total.alert_override_rate))))
     notes = [] if not report.unmatched else [
         f"<p>{report.unmatched} feedback item(s) name no logged card and are not counted.</p>"]
     return "\n".join([
@@ -264,8 +302,8 @@ def html(report: Report, generated: datetime | None = None) -> str:
         "<h1>Thiopurine CDS: cards and their outcomes</h1>",
         f'<p class="meta">Cards issued from {escape(report.period)} (UTC). Knowledge: '
         f"{escape(', '.join(report.versions) or '-')}. Generated {timestamp(generated)}.</p>",
-        '<p class="meta">Override rate = overridden / shown; a card counts by its last feedback'
-        " item; suppressed cards were repeats of an order-select card and never sent.</p>",
+        '<p class="meta">Suppressed cards were repeats of an order-select card and never'
+        " sent.</p>", f'<p class="meta">{escape(" ".join(_EXPLAINED))}</p>',
         f'<div class="figures">{figures}</div>',
         "<h2>Cards per rule, by outcome</h2>", _outcome_chart(report),
         "<h2>Override rate per finding</h2>", _rate_chart(report),

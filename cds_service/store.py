@@ -510,11 +510,13 @@ class Store:
 
     @_guarded("read")
     def card_outcomes(self, since: str | None = None, until: str | None = None) -> list[dict]:
-        """Each card issued in [since, until) with its last feedback received, if any."""
+        """Each card issued in [since, until), in the order issued, with its last feedback
+        received, if any (feedback_id orders feedback on different cards by receipt)."""
         where, parameters = _period("c.issued_at", since, until)
         return self._backend.query(
-            "SELECT c.rule, c.finding, c.indicator, c.shown, c.knowledge_version,"
-            " f.outcome, f.override_code FROM cards c LEFT JOIN feedback f"
+            "SELECT c.card, c.fingerprint, c.rule, c.finding, c.indicator, c.shown,"
+            " c.knowledge_version, f.id AS feedback_id, f.outcome, f.override_code"
+            " FROM cards c LEFT JOIN feedback f"
             " ON f.id = (SELECT max(id) FROM feedback WHERE card = c.card)"
             f" WHERE {where} ORDER BY c.id", parameters)
 

@@ -15,6 +15,7 @@ import pytest
 
 from cds_service import cli, report
 from cds_service.report import NO_CODE
+from cds_service.store import LoggedCard, Store
 
 from .factories import PATIENT, USER
 
@@ -110,7 +111,8 @@ def test_the_cli_prints_the_report_and_writes_the_page(filled, tmp_path, capsys)
     assert cli.main(["report", "--db", db, "--html", str(page)]) == 0
     out = capsys.readouterr().out
     pgx_line = next(line for line in out.splitlines() if line.startswith("thiopurine-pgx "))
-    assert pgx_line.split()[1:] == ["3", "0", "1", "2", "0", "66.7%"]
+    # Cards, then alerts: the two identical poor-metaboliser orders are one alert, accepted last.
+    assert pgx_line.split()[1:] == ["3", "0", "1", "2", "0", "66.7%", "2", "50.0%"]
     # Override reasons with the display text the cards offered.
     assert "overridden for: Dose already reduced accordingly [dose-already-reduced] 1" in out
     assert "Feedback naming no logged card (not counted above): 1" in out
@@ -202,6 +204,82 @@ def test_the_card_sent_when_the_service_fails_is_logged(app, client, monkeypatch
     cards = _post(client, order_select(POOR))
     assert [(r["card"], r["rule"]) for r in app.config["STORE"].cards()] == [
         (cards[0]["uuid"], "data-unavailable")]
+
+
+# -- distinct alerts: the copies of one card an order form's re-firing issues --------------
+
+def _logged(uuid: str, fingerprint: str | None, shown: bool = True) -> LoggedCard:
+    return LoggedCard("2026-11-23T12:00:00.000Z", "thiopurine-order-select", "order-select",
+                      f"hi-{uuid}", uuid, "cytopenia", "cytopenia-low", "warning", "v1",
+                      "p" * 64, "u" * 64, fingerprint, shown)
+
+
+def _answer(store: Store, uuid: str, outcome: str) -> None:
+    item = {"card": uuid, "outcome": outcome, "outcomeTimestamp": "2026-11-23T12:05:00Z"}
+    store.add_feedback("thiopurine-order-select", [item])
+
+
+def _figures(result: report.Report) -> list[str]:
+    line = next(line for line in report.text(result).splitlines()
+                if line.startswith("cytopenia "))
+    return line.split()[1:]
+
+
+def test_copies_of_one_alert_count_as_one(make_store):
+    store = make_store()
+    store.add_cards([_logged("a1", "fa"), _logged("a2", "fa"), _logged("a3", "fa"),
+                     _logged("b1", "fb")])
+    _answer(store, "a2", "overridden")
+    _answer(store, "b1", "accepted")
+    result = report.build(store)
+    tally = result.rules["cytopenia"]
+    assert (tally.shown, tally.overridden, tally.override_rate) == (4, 1, 0.25)
+    assert (len(tally.alerts), tally.alerts_overridden, tally.alert_override_rate) == (2, 1, 0.5)
+    assert result.findings[("cytopenia", "cytopenia-low")].alerts == tally.alerts
+    assert _figures(result) == ["4", "0", "1", "1", "2", "25.0%", "2", "50.0%"]
+
+
+def test_an_alert_counts_by_the_feedback_received_last_on_any_of_its_cards(make_store):
+    store = make_store()
+    store.add_cards([_logged("a1", "fa"), _logged("a2", "fa")])
+    _answer(store, "a2", "accepted")
+    _answer(store, "a1", "overridden")  # the earlier card, answered later
+    tally = report.build(store).total
+    assert (tally.accepted, tally.overridden, tally.alert_override_rate) == (1, 1, 1.0)
+
+
+def test_a_card_without_fingerprint_is_an_alert_of_its_own(make_store):
+    store = make_store()
+    store.add_cards([_logged("n1", None), _logged("n2", None), _logged("n3", None)])
+    _answer(store, "n1", "overridden")
+    result = report.build(store)
+    tally = result.total
+    assert (len(tally.alerts), tally.alerts_overridden) == (3, 1)
+    assert _figures(result) == ["3", "0", "0", "1", "2", "33.3%", "3", "33.3%"]
+
+
+def test_a_suppressed_card_is_no_alert(make_store):
+    store = make_store()
+    # s1 repeats a card shown before the period, so no card here shares its fingerprint.
+    store.add_cards([_logged("a1", "fa"), _logged("a2", "fa", shown=False),
+                     _logged("s1", "fs", shown=False)])
+    _answer(store, "a1", "overridden")
+    result = report.build(store)
+    tally = result.total
+    assert (tally.shown, tally.suppressed, len(tally.alerts), tally.alert_override_rate) == (
+        1, 2, 1, 1.0)
+    assert _figures(result) == ["1", "2", "0", "1", "0", "100.0%", "1", "100.0%"]
+
+
+def test_the_page_shows_the_alerts(make_store):
+    store = make_store()
+    store.add_cards([_logged("a1", "fa"), _logged("a2", "fa"), _logged("b1", "fb")])
+    _answer(store, "a1", "overridden")
+    page = report.html(report.build(store))
+    assert "<th scope=\"col\">alerts</th>" in page
+    assert "<th scope=\"col\">alert override rate</th>" in page
+    assert "<td>33.3%</td><td>2</td><td>50.0%</td>" in page  # cards' rate, alerts, alerts' rate
+    assert "Alert override rate = overridden alerts / alerts." in page
 
 
 def test_bounds():
