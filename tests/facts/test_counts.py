@@ -198,7 +198,7 @@ def test_completeness_is_passed_on(f, read):
     assert not read(f.count("platelets", 250), complete=False).complete
 
 
-# ---- found by the mutation check (benchmarks/mutation.py) ---------------------------------
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
 
 @pytest.mark.parametrize("value, expected", [
     (10, 10), (1000, 1000), (10_000, 10), (1_000_000, 1000),   # each scale holds its bounds

@@ -236,7 +236,7 @@ def test_an_unreadable_referenced_medication_is_said(client, knowledge):
     assert "Medication/med-aza" in cards[0]["detail"]
 
 
-# ---- found by the mutation check (benchmarks/mutation.py) ---------------------------------
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
 
 def test_a_contained_medication_is_found_by_its_id(knowledge):
     ids = {drug: next(iter(knowledge.drugs[drug].products)) for drug in ("allopurinol",

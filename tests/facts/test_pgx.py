@@ -503,7 +503,7 @@ def test_results_that_could_not_be_had_are_incomplete(knowledge, c):
     assert found.by_gene["TPMT"].phenotype == "normal" and not found.complete
 
 
-# ---- found by the mutation check (benchmarks/mutation.py) ---------------------------------
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
 
 def flag(c: SimpleNamespace, code: str, system: str | None = None) -> dict:
     return {"coding": [{"system": system or c.interpretation, "code": code}]}
