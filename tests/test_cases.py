@@ -25,6 +25,10 @@ from cds_service.protocol import parse_request
 
 from .factories import FHIR_SERVER, NOW, PATIENT, Scenario, apply, searchset
 
+# What every created test order must be, whatever the case (a draft order for this patient).
+TEST_ORDER = {"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+              "subject": {"reference": f"Patient/{PATIENT}"}}
+
 CASES_DIR = Path(__file__).parent / "cases"
 CASES = [pytest.param(case, id=f"{path.stem}: {case['name']}", marks=[
              pytest.mark.xfail(reason=case["xfail"], strict=True)] if "xfail" in case else [])
@@ -62,8 +66,26 @@ def _same(expected: object, actual: object) -> bool:
     return expected == actual
 
 
-def _check(expected: dict, finding, card: dict) -> list[str]:
+def _malformed(suggestion: dict) -> list[str]:
+    """What makes a suggestion's action unusable by the EHR, whatever the case states."""
     problems = []
+    for action in suggestion["actions"]:
+        if not action.get("description"):
+            problems.append(f"action without a description: {action}")
+        resource = action.get("resource") or {}
+        if action["type"] == "create" and not (
+                _same(TEST_ORDER, resource) and resource["code"].get("text")):
+            problems.append(f"not a draft test order for the patient: {resource}")
+    return problems
+
+
+def _has_evidence(expected: dict, finding) -> bool:
+    return any(e.kind == expected["kind"] and _same(expected.get("values", {}), e.values)
+               for e in finding.evidence)
+
+
+def _check(expected: dict, finding, card: dict) -> list[str]:
+    problems = [p for s in card.get("suggestions", []) for p in _malformed(s)]
     if card["indicator"] != expected["indicator"]:
         problems.append(f"indicator {card['indicator']}, expected {expected['indicator']}")
     for name, value in expected.get("values", {}).items():
@@ -82,6 +104,8 @@ def _check(expected: dict, finding, card: dict) -> list[str]:
     for text in expected.get("absent", []):
         if text in card["summary"] + card.get("detail", ""):
             problems.append(f"the card says {text!r}, which it must not")
+    problems += [f"no evidence {e}: {finding.evidence}" for e in expected.get("evidence", [])
+                 if not _has_evidence(e, finding)]
     for field in ("summary", "detail"):
         for text in expected.get(field, []):
             if text not in card.get(field, ""):

@@ -68,7 +68,6 @@ class Orders:
     all: tuple[Order, ...]
     complete: bool = True      # False: the active medication list could not be had
     by_drug: Mapping[str, tuple[Order, ...]] = field(default_factory=dict)
-    by_class: Mapping[str, tuple[Order, ...]] = field(default_factory=dict)
     # the first order of each drug and drug class, and the first not judged (active, or a draft
     # not selected): rules look partners up here, so evaluation stays linear in the orders
     firsts: Mapping[tuple[str, str], Order] = field(default_factory=dict)
@@ -77,19 +76,16 @@ class Orders:
     def of(cls, orders: Iterable[Order], complete: bool) -> Orders:
         orders = tuple(orders)
         by_drug: dict[str, list[Order]] = {}
-        by_class: dict[str, list[Order]] = {}
         firsts: dict[tuple[str, str], Order] = {}
         for order in orders:
             if order.drug:
                 by_drug.setdefault(order.drug, []).append(order)
-                by_class.setdefault(order.drug_class or "", []).append(order)
                 kinds = ["any"] + ["unjudged"] * (not order.judged) + ["active"] * (
                     not order.draft)
                 for key in (order.drug, order.drug_class or ""):
                     for kind in kinds:
                         firsts.setdefault((key, kind), order)
-        return cls(orders, complete, {k: tuple(v) for k, v in by_drug.items()},
-                   {k: tuple(v) for k, v in by_class.items()}, firsts)
+        return cls(orders, complete, {k: tuple(v) for k, v in by_drug.items()}, firsts)
 
     def first(self, drug_or_class: str, kind: str = "any") -> Order | None:
         """The first order of a drug or drug class; `kind` "unjudged": one this call does not
@@ -99,9 +95,6 @@ class Orders:
     @property
     def judged(self) -> tuple[Order, ...]:
         return tuple(o for o in self.all if o.judged and o.drug)
-
-    def of_class(self, drug_class: str) -> tuple[Order, ...]:
-        return self.by_class.get(drug_class, ())
 
     def established(self, drug: str) -> bool:
         """Already on this drug: an active or on-hold order for it."""

@@ -152,6 +152,10 @@ class Analyte(Model):
         for scale, (low, high) in self.infer_unit.items():
             if low >= high:
                 raise ValueError(f"infer_unit.{scale} must be [low, high] with low < high")
+        scales = self.infer_unit
+        if len(scales) == 2 and scales["per_L9"][1] >= scales["per_uL"][0]:
+            # a unitless value both scales hold has two readings, one of them critical
+            raise ValueError("infer_unit: per_L9 must end below where per_uL starts")
         return self
 
 
@@ -197,6 +201,7 @@ class MonitoringStep(Model):
 class Monitoring(Model):
     schedule: Annotated[list[MonitoringStep], Field(min_length=1)]
     grace_days: Annotated[int, Field(ge=0)]
+    unknown_start_phase: Id       # how a card names the schedule when the start is unknown
     source: Sources
 
     @model_validator(mode="after")

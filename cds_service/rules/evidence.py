@@ -15,9 +15,10 @@ CONDITION = {f"condition-{via}": frozenset({"condition", "resource", "date"})
 def order_evidence(order: Order, knowledge: Knowledge) -> Evidence:
     """The order in a pharmacist's words (drug, daily dose, state), its id kept to trace it."""
     dose = order.dose
+    daily = dose.value * dose.per_day if dose else 0
     amount = "dose not stated" if dose is None else (
         f"{dose.mg * dose.per_day:g} mg/day" if dose.mg else
-        f"{dose.value * dose.per_day:g} {dose.unit}s/day")
+        f"{daily:g} {dose.unit}{'' if daily == 1 else 's'}/day")
     if order.draft:
         state = "the order being placed"
     else:

@@ -15,10 +15,11 @@ def monitoring(order: Order, knowledge: Knowledge, *, counts: Counts, now: datet
                courses: dict[str, Order]) -> list[Finding]:
     """Counted from the start of the course at the current dose, not from the last renewal."""
     course = courses.get(order.ref, order)
-    start = course.start
-    if order.draft or start is None or not counts.complete:
+    if order.draft or not counts.complete:
         return []
-    spec = knowledge.labs.monitoring
+    if course.start is None:
+        return _unknown_start(order, course, knowledge, counts, now)
+    start, spec = course.start, knowledge.labs.monitoring
     day = (now - start).days
     step = next(s for s in spec.schedule if s.until_day is None or day <= s.until_day)
     last = counts.latest if counts.latest and counts.latest >= start else None
@@ -33,10 +34,31 @@ def monitoring(order: Order, knowledge: Knowledge, *, counts: Counts, now: datet
                     values, tuple(evidence))]
 
 
+def _unknown_start(order: Order, course: Order, knowledge: Knowledge, counts: Counts,
+                   now: datetime) -> list[Finding]:
+    """No start date: beyond the longest interval the count is overdue whatever the phase;
+    past the shortest it may be due, which an info card says rather than stay silent."""
+    spec, last = knowledge.labs.monitoring, counts.latest
+    age = None if last is None else (now - last).days
+    shortest, longest = (min(s.every_days for s in spec.schedule) + spec.grace_days,
+                         max(s.every_days for s in spec.schedule) + spec.grace_days)
+    if age is not None and age <= shortest:
+        return []
+    key = ("monitoring-none-since-start" if last is None else "monitoring-overdue"
+           if age > longest else "monitoring-start-unknown")
+    values = {"drug": knowledge.drugs[order.drug].display, "every": longest - spec.grace_days,
+              "phase": spec.unknown_start_phase, "last": last}
+    evidence = [Evidence("therapy-start-unknown", {"resource": course.ref})]
+    if last:
+        evidence.append(Evidence("last-count", {"date": last}))
+    return [Finding(key, order, values, tuple(evidence))]
+
+
 RULE = Rule(
     name="monitoring", evaluate=monitoring, applies_to=frozenset({THIOPURINE}),
     values=frozenset({"drug", "every", "phase", "last"}),
-    findings=("monitoring-overdue", "monitoring-none-since-start"),
+    findings=("monitoring-overdue", "monitoring-none-since-start", "monitoring-start-unknown"),
     evidence={"therapy-start": frozenset({"resource", "date", "day"}),
+              "therapy-start-unknown": frozenset({"resource"}),
               "last-count": frozenset({"date"})},
 )

@@ -11,7 +11,7 @@ import pytest
 from cds_service.facts.counts import read_counts
 from cds_service.fhir_read import parse_time
 
-from ..factories import NOW, Factory
+from ..factories import NOW, Factory, when
 
 
 @pytest.fixture
@@ -196,3 +196,106 @@ def test_an_earlier_count_lower_than_the_latest_is_no_peak(f, read):
 def test_completeness_is_passed_on(f, read):
     assert read(f.count("platelets", 250)).complete
     assert not read(f.count("platelets", 250), complete=False).complete
+
+
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    (10, 10), (1000, 1000), (10_000, 10), (1_000_000, 1000),   # each scale holds its bounds
+])
+def test_an_inferred_unit_scale_holds_its_bounds(f, read, value, expected):
+    (count,) = read(f.count("platelets", value, unit=None)).by_analyte["platelets"]
+    assert count.value == pytest.approx(expected) and count.inferred_unit
+
+
+@pytest.mark.parametrize("quantity", [
+    {"value": 500, "unit": "cells per microlitre", "code": "/uL"},   # the code counts
+    {"value": 500, "unit": "/uL"},                                   # else the unit
+    {"value": 280_000, "unit": "/uL", "code": "/uL"},                # 280 < 300
+])
+def test_the_peak_is_chosen_by_the_value_in_its_own_unit(f, read, quantity):
+    """500/uL (0.5) or 280,000/uL (280) beside 300 x10^9/L: the peak is 300."""
+    other = f.count("platelets", 0, days_ago=40, id="other")
+    other["valueQuantity"] = quantity
+    counts = read(other, f.count("platelets", 300, days_ago=30, id="p300"),
+                  f.count("platelets", 200, id="p200"))
+    assert values(counts, "platelets") == [200, 300]
+
+
+@pytest.mark.parametrize("quantity", [
+    [500], {"value": "pending"}, {"value": 500, "code": 5},
+])
+def test_a_malformed_earlier_count_never_stops_the_reading(f, read, quantity):
+    earlier = f.count("platelets", 0, days_ago=40, id="bad")
+    earlier["valueQuantity"] = quantity
+    counts = read(earlier, f.count("platelets", 300, days_ago=30), f.count("platelets", 200))
+    assert values(counts, "platelets") == [200, 300]
+
+
+@pytest.mark.parametrize("earlier", [
+    {"value": "pending"},                     # unreadable: no value to rank it by
+    {"value": 200_000, "unit": "%", "code": "%"},  # an unknown unit, and no scale fits
+])
+def test_an_earlier_count_that_cannot_be_ranked_is_not_read(f, read, earlier):
+    """Only a count that could be the peak is read in full (and reported if unreadable)."""
+    bad = f.count("neutrophils", 0, days_ago=40, id="bad")
+    bad["valueQuantity"] = earlier
+    counts = read(bad, f.count("neutrophils", 0.5))
+    assert values(counts, "neutrophils") == [0.5] and counts.problems == ()
+
+
+def percent(knowledge, f: Factory, value: object, *, id: str = "pct",  # noqa: A002
+            days_ago: float = 14, unit: str | None = "%", status: str = "final") -> dict:
+    """A neutrophil percentage (its first code in cards/labs.yaml)."""
+    code = knowledge.labs.analytes["neutrophils"].from_percent.codes[0]
+    obs = f.observation(id, f.loinc(code), when(days_ago), status=status)
+    if value is not None:
+        obs["valueQuantity"] = {"value": value, **({"unit": unit, "code": unit} if unit else {})}
+    return obs
+
+
+def leukocytes(f: Factory, value: float, *, id: str = "wbc", days_ago: float = 14,  # noqa: A002
+               unit: str | None = "10*9/L") -> dict:
+    return f.count("leukocytes", value, days_ago=days_ago, id=id, unit=unit)
+
+
+def test_a_derived_count_names_both_results_and_keeps_their_status(knowledge, f, read):
+    counts = read(percent(knowledge, f, 20, status="preliminary"), leukocytes(f, 4.0, unit=None))
+    (count,) = counts.by_analyte["neutrophils"]
+    assert count.value == pytest.approx(0.8) and count.derived
+    assert count.resource == "Observation/pct x Observation/wbc"
+    assert (count.status, count.inferred_unit) == ("preliminary", True)
+
+
+@pytest.mark.parametrize("value, unit, expected", [
+    (0, "%", [0]), (100, "%", [4.0]), (20, None, [0.8]),     # 0 and 100% hold; no unit: %
+    (100.5, "%", []), (20, "10*9/L", []), (None, "%", []),   # out of range, other unit, none
+])
+def test_which_percentages_give_a_count(knowledge, f, read, value, unit, expected):
+    counts = read(percent(knowledge, f, value, unit=unit), leukocytes(f, 4.0))
+    assert values(counts, "neutrophils") == expected
+
+
+def test_the_newest_percentage_with_a_whole_count_at_its_time(knowledge, f, read):
+    older = [percent(knowledge, f, 40, id="old", days_ago=30), leukocytes(f, 5.0, id="w-old",
+                                                                         days_ago=30)]
+    assert values(read(*older, percent(knowledge, f, 20, id="new"), leukocytes(f, 4.0)),
+                  "neutrophils") == [0.8]
+    lone = percent(knowledge, f, 10, id="lone", days_ago=2)       # no leukocytes at its time
+    assert values(read(*older, lone), "neutrophils") == [2.0]
+    same_time = [percent(knowledge, f, 20, id="a"), percent(knowledge, f, 30, id="b")]
+    assert values(read(*same_time, leukocytes(f, 4.0)), "neutrophils") == [0.8]
+
+
+def test_an_unreadable_percentage_is_reported_and_an_older_one_used(knowledge, f, read):
+    counts = read(percent(knowledge, f, 40, id="old", days_ago=30),
+                  leukocytes(f, 5.0, id="w-old", days_ago=30),
+                  percent(knowledge, f, "pending", id="new"), leukocytes(f, 4.0))
+    assert values(counts, "neutrophils") == [2.0]
+    assert counts.problems == ("Observation/new: valueQuantity.value is not a number",)
+
+
+def test_no_count_from_a_percentage_without_a_readable_whole(knowledge, f, read):
+    assert read(percent(knowledge, f, 20)).by_analyte == {}
+    counts = read(percent(knowledge, f, 20), leukocytes(f, 4.0, unit="bogus/unit"))
+    assert counts.by_analyte == {} and counts.problems

@@ -7,8 +7,16 @@ from __future__ import annotations
 import pytest
 import responses
 
-from cds_service.facts.orders import identify, make_order, medication_concepts, read_dose
-from cds_service.fhir_read import Invalid
+from cds_service.facts.orders import (
+    Dose,
+    Order,
+    course_start,
+    identify,
+    make_order,
+    medication_concepts,
+    read_dose,
+)
+from cds_service.fhir_read import Invalid, parse_time
 
 from ..conftest import hook_call
 from ..factories import Factory
@@ -227,3 +235,49 @@ def test_an_unreadable_referenced_medication_is_said(client, knowledge):
     cards = response.get_json()["cards"]
     assert [c["source"]["topic"]["code"] for c in cards] == ["data-unavailable"]
     assert "Medication/med-aza" in cards[0]["detail"]
+
+
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
+
+def test_a_contained_medication_is_found_by_its_id(knowledge):
+    ids = {drug: next(iter(knowledge.drugs[drug].products)) for drug in ("allopurinol",
+                                                                          "mercaptopurine")}
+    order = {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m2"},
+             "contained": ["junk", *({"resourceType": "Medication", "id": f"m{i}",
+                                      "code": concept(knowledge.drug_systems.rxnorm, code)}
+                                     for i, code in enumerate(ids.values(), 1))]}
+    assert identify(medication_concepts(order, {}), knowledge) == "mercaptopurine"
+
+
+def _course_order(name: str, start: str | None, mg_per_day: float, status: str = "completed",
+                  drug: str = "azathioprine") -> Order:
+    return Order(f"MedicationRequest/{name}", {"status": status}, drug, "thiopurine",
+                 Dose(mg_per_day, "mg", None, 1), draft=False, judged=False,
+                 start=parse_time(start) if start else None)
+
+
+def test_a_course_starts_at_the_earliest_renewal_at_the_same_dose():
+    current = _course_order("current", "2026-06-01", 150, "active")
+    history = [
+        _course_order("first", "2026-01-01", 150),
+        _course_order("other-drug", "2026-02-01", 100, drug="mercaptopurine"),
+        _course_order("renewal", "2026-03-01", 150),
+        _course_order("undated", None, 150),
+        _course_order("same-day-other-dose", "2026-06-01", 100, "stopped"),
+        current,
+        _course_order("later", "2026-09-01", 150, "active"),
+        _course_order("cancelled", "2025-12-01", 150, "cancelled"),
+    ]
+    assert course_start(current, history).ref == "MedicationRequest/first"
+    assert course_start(current, history[::-1]).ref == "MedicationRequest/first"
+
+
+@pytest.mark.parametrize("before, expected", [
+    ([("a", 100, "completed"), ("b", 150, "completed")], "b"),   # a dose change ends the walk
+    ([("a", 150, "stopped"), ("b", 150, "completed")], "b"),     # so does a stopped course
+])
+def test_a_course_restarts_after_a_dose_change_or_a_stop(before, expected):
+    current = _course_order("current", "2026-06-01", 150, "active")
+    history = [_course_order(name, f"2026-0{i}-01", mg, status)
+               for i, (name, mg, status) in enumerate(before, 1)]
+    assert course_start(current, [*history, current]).ref == f"MedicationRequest/{expected}"

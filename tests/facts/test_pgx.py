@@ -501,3 +501,187 @@ def test_a_missing_id_names_the_resource_type(read, c):
 def test_results_that_could_not_be_had_are_incomplete(knowledge, c):
     found = read_pgx((obs(c.phenotype, valueCodeableConcept=la(c, "normal")),), knowledge, False)
     assert found.by_gene["TPMT"].phenotype == "normal" and not found.complete
+
+
+# ---- found by the mutation check (tools/mutation.sh) ---------------------------------
+
+def flag(c: SimpleNamespace, code: str, system: str | None = None) -> dict:
+    return {"coding": [{"system": system or c.interpretation, "code": code}]}
+
+
+def test_activity_detail_without_a_value_or_a_unit(read, c):
+    assert read(activity(c, None, [flag(c, "LL")])).by_gene["TPMT"].detail == (
+        "activity, flagged LL")
+    unitless = obs(c.activity, "a1", valueQuantity={"value": 20}, interpretation=[flag(c, "LL")])
+    assert read(unitless).by_gene["TPMT"].detail == "activity 20, flagged LL"
+
+
+def test_activity_problems_name_the_gene_and_the_element(read, c):
+    assert read(activity(c)).problems == (
+        "Observation/a1: TPMT activity 12 U/mL has no interpretation or reference range the "
+        "service can read (cut-offs differ by lab); result not used",)
+    bad = obs(c.activity, "a1", valueQuantity={"value": "12", "unit": "U/mL"})
+    assert read(bad).problems == (
+        "Observation/a1: valueQuantity.value is not a number; result not used",)
+
+
+def test_the_most_severe_activity_reading_governs_and_all_are_shown(read, c):
+    r = read(activity(c, 20.0, [flag(c, "N")], [rng(24.0, 44.0)])).by_gene["TPMT"]
+    assert r.phenotype == "intermediate"
+    assert r.detail == ("activity 20 U/mL, flagged N; 0.83 of the lower limit of the reference "
+                        "range 24-44 U/mL")
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    (lambda c: {"valueString": "TPMT DEFICIENT"}, "poor"),               # words in any case
+    (lambda c: {"valueCodeableConcept": {"text": "Deficient"}}, "poor"),
+    (lambda c: {"interpretation": [{"text": "Deficient activity: avoid thiopurines"}]}, "poor"),
+    (lambda c: {"valueString": "deficient", "note": [{"text": "see report"}]}, "poor"),
+    (lambda c: {"valueString": "deficient", "note": [{"authorString": "lab"}]}, "poor"),
+    (lambda c: {"valueString": "heterozygous", "note": [{"text": "deficient"}]}, "poor"),
+    (lambda c: {"interpretation": ["junk", flag(c, "LL")]}, "poor"),     # malformed, skipped
+    (lambda c: {"interpretation": [{"coding": ["junk", *flag(c, "LL")["coding"]]}]}, "poor"),
+    (lambda c: {"interpretation": [{"text": "Low"}]}, "intermediate_or_poor"),   # as text
+    (lambda c: {"interpretation": [flag(c, "N"), flag(c, "L")]}, "intermediate_or_poor"),
+    (lambda c: {"interpretation": [flag(c, "LL", LOCAL)],               # another system's LL
+                "valueQuantity": {"value": 30, "unit": "U/mL"},
+                "referenceRange": [rng(24.0, 44.0)]}, "normal"),
+])
+def test_activity_words_and_flags(read, c, fields, expected):
+    found = read(obs(c.activity, "a1", **fields(c)))
+    assert found.problems == ()
+    assert found.by_gene["TPMT"].phenotype == expected
+
+
+@pytest.mark.parametrize(("value", "ranges", "expected", "basis"), [
+    (20.0, [rng(24.0)], "intermediate",
+     "0.83 of the lower limit of the reference range >= 24 U/mL"),
+    (20.0, [{"low": {"value": 24, "unit": "nmol/h/g Hb"}}, rng(24.0, 44.0)], "intermediate",
+     "0.83 of the lower limit of the reference range 24-44 U/mL"),
+    (30.0, [rng(24.0, 44.0)], "normal", "within or above the reference range 24-44 U/mL"),
+    (10.0, [rng(24.0, 44.0), rng(high=16.9, text="Deficient")], "poor",
+     "in the lab's deficient range <= 16.9 U/mL"),
+    (10.0, [rng(high=24.0, text="Intermediate"), rng(high=16.9, text="Deficient")], "poor",
+     "in the lab's deficient range <= 16.9 U/mL"),             # overlapping bands: most severe
+    # a band holds its bounds; below a band is not in it
+    (5.0, [rng(5.0, 17.0, "Intermediate"), rng(24.0, 44.0)], "intermediate", None),
+    (17.0, [rng(5.0, 17.0, "Intermediate"), rng(24.0, 44.0)], "intermediate", None),
+    (3.0, [rng(5.0, 17.0, "Intermediate"), rng(24.0, 44.0)], "poor", None),
+    (16.9, [rng(high=16.9, text="Deficient"), rng(24.0, 44.0)], "poor", None),
+    # a band in another unit is skipped, whichever bound carries the unit
+    (10.0, [rng(24.0, 44.0), {"high": {"value": 16.9, "unit": "nmol/h/g Hb"}, "text": "Deficient"}],
+     "intermediate_or_poor", None),
+    (71.0, [rng(100.0, 200.0)], "intermediate", None),          # exactly 0.71 of the lower limit
+    (0.4, [rng(0.5, 1.0)], "intermediate", None),               # a lower limit below 1
+    (-1.0, [rng(0.0, 44.0)], "poor", None),                     # below a lower limit of 0
+])
+def test_activity_against_ranges_and_bands(read, c, value, ranges, expected, basis):
+    found = read(activity(c, value, ranges=ranges))
+    assert found.problems == ()
+    r = found.by_gene["TPMT"]
+    assert r.phenotype == expected
+    if basis:
+        assert r.detail == f"activity {value:g} U/mL, {basis}"
+
+
+@pytest.mark.parametrize("band", [
+    {"type": {"text": "Deficient"}},
+    {"type": {"coding": [{"display": "Deficient"}]}},
+    {"type": {"coding": [{"code": "deficient"}]}},
+    {"type": {"coding": [{"code": "x-17", "display": "Deficient"}]}},   # the display names it
+])
+def test_a_band_labelled_by_its_type(read, c, band):
+    found = read(activity(c, 10.0, ranges=[rng(24.0, 44.0), {**rng(high=16.9), **band}]))
+    assert found.by_gene["TPMT"].phenotype == "poor"
+    assert "in the lab's deficient range <= 16.9 U/mL" in found.by_gene["TPMT"].detail
+
+
+def test_units_compare_by_code_and_unitless_ranges_read(read, c):
+    coded = {"value": 24, "unit": "units per mL", "code": "U/mL"}
+    found = read(obs(c.activity, "a1", valueQuantity={"value": 20, "unit": "U/mL", "code": "U/mL"},
+                     referenceRange=[{"low": coded, "high": {**coded, "value": 44}}]))
+    assert found.by_gene["TPMT"].phenotype == "intermediate"
+    unitless = read(obs(c.activity, "a1", valueQuantity={"value": 20},
+                        referenceRange=[{"low": {"value": 24}, "high": {"value": 44}}]))
+    assert unitless.by_gene["TPMT"].detail == (
+        "activity 20, 0.83 of the lower limit of the reference range 24-44")
+
+
+@pytest.mark.parametrize("ranges", [
+    [rng(high=16.9, text="Deficient")],         # a band that does not hold it, and no normal range
+    [rng(24.0, 44.0, text="see comment")],      # a range labelled in words we don't know
+])
+def test_a_value_no_usable_range_places_is_reported(read, c, ranges):
+    found = read(activity(c, 20.0, ranges=ranges))
+    assert found.by_gene == {} and len(found.problems) == 1
+
+
+def test_a_malformed_range_bound_is_reported_not_read_as_normal(read, c):
+    """Read as absent, the bound would make an activity of 5 U/mL normal."""
+    malformed = {"low": {"value": "24", "unit": "U/mL"}, "high": {"value": 44, "unit": "U/mL"}}
+    found = read(activity(c, 5.0, ranges=[malformed]))
+    assert "TPMT" not in found.by_gene
+    assert len(found.problems) == 1
+    assert "referenceRange[0].low.value is not a number" in found.problems[0]
+
+
+def test_an_upper_limit_alone_does_not_make_a_low_activity_normal(read, c):
+    """An upper limit says nothing about deficiency."""
+    found = read(activity(c, 5.0, ranges=[rng(high=44.0)]))
+    assert found.by_gene.get("TPMT") is None or found.by_gene["TPMT"].phenotype != "normal"
+
+
+# ---- the gene of a result derived from a genotype -----------------------------------------
+
+def tpmt_only_genotype(c: SimpleNamespace) -> tuple[str, str]:
+    """A genotype code of TPMT alone (not the TPMT/NUDT15 panel, not a generic code)."""
+    return next(code for code in c.genotypes["TPMT"]
+                if code not in c.genotypes["NUDT15"])
+
+
+def derived(c: SimpleNamespace, *refs: object, oid: str = "t1") -> dict:
+    return obs(c.implication, oid, date="2024-05-01", derivedFrom=list(refs),
+               component=[implication(c, la(c, "poor"))])
+
+
+@pytest.mark.parametrize("refs", [
+    ["not a reference", {"reference": "Observation/g1"}],
+    [{"reference": "MolecularSequence/s1"}, {"display": "genotype"},
+     {"reference": "https://fhir.example.org/Observation/g1/_history/2"}],
+])
+def test_the_gene_from_a_genotype_coded_for_it(read, c, refs):
+    genotype = obs(tpmt_only_genotype(c), "g1", valueString="*1/*1")
+    found = read(genotype, derived(c, *refs))
+    assert found.problems == ()
+    assert (found.by_gene["TPMT"].phenotype, found.by_gene["TPMT"].resource) == (
+        "poor", "Observation/t1")
+
+
+def test_the_gene_from_a_genotype_naming_it_in_its_value(read, c):
+    genotype = obs(c.genotype, "g1", valueString="TPMT *1/*1")
+    found = read(genotype, derived(c, {"reference": "Observation/g1"}))
+    assert found.problems == () and found.by_gene["TPMT"].resource == "Observation/t1"
+
+
+def test_the_gene_from_the_results_own_text_when_its_genotype_is_missing(read, c):
+    result = derived(c, {"reference": "Observation/not-sent"})
+    result["code"]["text"] = "TPMT drug implication"
+    found = read(result)
+    assert found.problems == () and found.by_gene["TPMT"].phenotype == "poor"
+
+
+def test_the_gene_from_an_uncoded_component(read, c):
+    named = {"code": {"coding": [{"system": LOCAL, "code": "gene"}]},
+             "valueCodeableConcept": {"text": "TPMT"}}
+    found = read(obs(c.implication, component=[implication(c, la(c, "poor")), named]))
+    assert found.problems == () and found.by_gene["TPMT"].phenotype == "poor"
+
+
+def test_genotypes_of_two_genes_behind_one_result_are_reported(read, c):
+    tpmt = obs(tpmt_only_genotype(c), "g1", valueString="*1/*1")
+    nudt15 = obs(c.genotype, "g2", valueString="*1/*1", component=[gene(c, "NUDT15")])
+    mixed = obs(tpmt_only_genotype(c), "g3", valueString="*1/*1", component=[gene(c, "NUDT15")])
+    for refs in (["Observation/g1", "Observation/g2"], ["Observation/g3"]):
+        found = read(tpmt, nudt15, mixed, derived(c, *({"reference": r} for r in refs)))
+        assert "Observation/t1" not in {r.resource for rs in found.results.values() for r in rs}
+        assert any(p.startswith("Observation/t1") for p in found.problems), refs

@@ -10,6 +10,7 @@ import yaml
 
 from cds_service.cli import main
 from cds_service.errors import KnowledgeError
+from cds_service.facts import keys_of
 from cds_service.knowledge import DEFAULT_DIR, load_knowledge
 
 from ..test_cases import evaluate
@@ -117,3 +118,9 @@ def test_an_informaticist_changes_a_threshold_without_python(tmp_path, capsys):
     shipped, edited = load_knowledge(), load_knowledge(target)
     assert [f.key for f in evaluate(case, shipped)[0]] == ["cytopenia-low"]
     assert [f.key for f in evaluate(case, edited)[0]] == ["cytopenia-critical"]
+
+
+def test_a_fact_reads_the_keys_of_the_facts_it_depends_on():
+    medicines = {"medications", "medicationStatements"}  # the orders fact's keys
+    assert keys_of("pregnancy") == {"pregnancyStatus", "conditions", *medicines}
+    assert keys_of("courses") == {"thiopurineHistory", *medicines}
