@@ -127,6 +127,18 @@ def effective_time(observation: dict) -> datetime | None:
                      "effectivePeriod.start", "issued")
 
 
+def observed_at(observation: dict, problems: list[str]) -> datetime | None:
+    """When an observation was taken; a time that is missing or not valid is a problem."""
+    try:
+        when = effective_time(observation)
+    except Invalid as error:
+        problems.append(f"{reference(observation)}: {error}")
+        return None
+    if when is None:
+        problems.append(f"{reference(observation)} has no date")
+    return when
+
+
 @dataclass(frozen=True)
 class Quantity:
     value: float

@@ -16,7 +16,7 @@ from ..fhir_read import (
     Invalid,
     as_list,
     codings,
-    effective_time,
+    observed_at,
     read_quantity,
     reference,
     status,
@@ -187,13 +187,8 @@ def read_counts(observations: tuple[dict, ...], knowledge: Knowledge, now: datet
         found = _analyte(observation, index, knowledge)
         if found is None or status(observation) not in STATUSES:
             continue
-        try:
-            when = effective_time(observation)
-        except Invalid as error:
-            problems.append(f"{reference(observation)}: {error}")
-            continue
+        when = observed_at(observation, problems)
         if when is None:
-            problems.append(f"{reference(observation)} has no date")
             continue
         name, percent = found
         if when <= soon and not percent and (latest is None or when > latest):

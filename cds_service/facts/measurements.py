@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..fhir_read import Invalid, as_list, codings, effective_time, read_quantity, reference, status
+from ..fhir_read import Invalid, as_list, codings, observed_at, read_quantity, reference, status
 from ..knowledge import Knowledge
 from .counts import COUNTED_STATUSES
 
@@ -30,11 +30,7 @@ def _latest(observations: tuple[dict, ...], codes: dict[str, str], loinc: str, s
                      if s in (loinc, "") and c in codes), None)
         if name is None or status(observation) not in COUNTED_STATUSES:
             continue
-        try:
-            when = effective_time(observation)
-        except Invalid as error:
-            problems.append(f"{reference(observation)}: {error}")
-            continue
+        when = observed_at(observation, problems)
         if when and since <= when <= now + timedelta(days=1):
             dated.append((when, name, observation))
     found: dict[str, tuple[datetime, dict, object]] = {}

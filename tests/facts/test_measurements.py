@@ -46,3 +46,9 @@ def test_an_unreadable_limit_or_value_is_reported(knowledge, read):
     assert problems == ["Observation/alt-14: referenceRange[0].high.value is not a number"]
     assert read(f.liver("AST", "high")) == ((), [
         "Observation/ast-14: valueQuantity.value is not a number"])
+
+
+def test_a_result_without_a_date_is_reported_not_skipped(knowledge, read):
+    alt = Factory(knowledge).liver("ALT", 121, high=40)
+    del alt["effectiveDateTime"]
+    assert read(alt) == ((), ["Observation/alt-14 has no date"])
