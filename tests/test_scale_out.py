@@ -111,7 +111,7 @@ def test_feedback_from_both_instances_is_in_one_report(instances, postgres_url, 
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines()
                 if line.startswith("thiopurine-pgx "))
-    assert line.split()[1:] == ["2", "0", "1", "1", "0", "50.0%"]
+    assert line.split()[1:] == ["2", "0", "1", "1", "0", "50.0%", "2", "50.0%"]
     assert "Dose already reduced accordingly [dose-already-reduced] 1" in result.stdout
 
 
