@@ -270,6 +270,9 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: st
                    "extension": {VERSION_EXTENSION: knowledge.version}},
     }
     url = family.url.replace("{service}", base_url.rstrip("/"))
+    labels = _for_drugs([cards.links[n] for n in family.drug_labels], _drugs_of(finding))
+    if labels:  # the label of the drug the card is about
+        card["source"]["label"], url = labels[0].label, labels[0].url
     if url.startswith(("http://", "https://")):
         card["source"]["url"] = url
     suggestions = _suggestions(spec, finding, knowledge, patient_id, planned)

@@ -98,6 +98,8 @@ def _check(expected: dict, finding, card: dict) -> list[str]:
     want = expected.get("suggestions", [])
     if len(got) != len(want) or not all(map(_same, want, got)):
         problems.append(f"suggestions {got}, expected {want}")
+    if "source" in expected and card["source"]["label"] != expected["source"]:
+        problems.append(f"source {card['source']['label']!r}, expected {expected['source']!r}")
     links = [link["label"] for link in card.get("links", [])]
     if "links" in expected and links != expected["links"]:
         problems.append(f"links {links}, expected {expected['links']}")

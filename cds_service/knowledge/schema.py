@@ -308,6 +308,8 @@ class Family(Model):
     label: Id
     # absolute, or "{service}/..." for the service's own pages (its public base URL)
     url: Annotated[str, StringConstraints(pattern=r"^(https?://|\{service\}/)")]
+    # drug labels (rules.yaml links with `drugs`): the card's source is the ordered drug's one
+    drug_labels: list[Id] = []
 
 
 class TestCode(Model):

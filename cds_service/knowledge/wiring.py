@@ -84,6 +84,11 @@ def _cards(knowledge: Knowledge, rules: dict) -> None:
     cards = knowledge.cards
     for name, text in cards.texts.items():
         _check_template(text, TEXT_VALUES[name], f"rules.yaml: texts.{name}")
+    for name, family in cards.families.items():
+        for link in family.drug_labels:
+            if link not in cards.links or not cards.links[link].drugs:
+                raise _fail(f"rules.yaml: families.{name}",
+                            f"drug_labels: '{link}' is not a link with drugs")
     for where, table in (("sources.yaml: sources", knowledge.sources),
                          ("rules.yaml: links", cards.links)):
         for name, item in table.items():
