@@ -21,9 +21,10 @@ VERSION_EXTENSION = "azathioprine-cds.knowledge-version"
 RENDERED = frozenset({"dose", "daily", "current", "percent", "sig", "removed", "order"})
 _NEW_DOSE = frozenset({"dose", "daily", "current", "percent", "sig"})
 # The values each of rules.yaml's `texts` is filled with.
-TEXT_VALUES = {"active-order-change": _NEW_DOSE | {"order"},
+TEXT_VALUES = {"active-order-change": _NEW_DOSE | {"order"}, "no-lower-dose": {"current"},
                "combined-reduction": _NEW_DOSE | {"reductions"},
-               "combined-label": _NEW_DOSE | {"drug"}, "above-target": {"label", "target"}}
+               "combined-label": _NEW_DOSE | {"drug"}, "above-target": {"label", "target"},
+               "below-target": {"label", "target"}}
 
 
 def fill(template: str, values: Mapping[str, object]) -> str:
@@ -45,13 +46,7 @@ def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
         parts.append("**Evidence**\n\n" + "\n".join(f"- {line}" for line in lines))
     recommendation = fill(spec.recommendation, finding.values)
     parts.append("**Recommendation**\n\n" + recommendation[:1].upper() + recommendation[1:])
-    if planned and len(planned.reductions) > 1:
-        reductions = " x ".join(f"{r.because} ({r.fraction:.0%})" for r in planned.reductions)
-        parts.append(fill(knowledge.cards.texts["combined-reduction"],
-                          {**planned.new.values(), "reductions": reductions}))
-    if planned and not planned.order.draft:  # the EHR applies suggestions to drafts only
-        parts.append(fill(knowledge.cards.texts["active-order-change"],
-                          {**planned.new.values(), "order": planned.order.ref}))
+    parts += _dose_texts(planned, knowledge.cards.texts)
     parts.append(f"*Strength:* {spec.strength}")
     about = _drugs_of(finding)
     references = [_citation(source) for source in _for_drugs(
@@ -59,6 +54,25 @@ def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
     if references:
         parts.append("**References**\n\n" + "\n".join(f"- {r}" for r in references))
     return "\n\n".join(parts)
+
+
+def _dose_texts(planned: Planned | None, texts: Mapping[str, str]) -> list[str]:
+    """What the card says of its suggested dose: the reductions it combines, the change to an
+    active order (the EHR applies suggestions to drafts only), or that no lower dose exists."""
+    if planned is None:
+        return []
+    if planned.new is None:
+        dose = planned.order.dose
+        return [fill(texts["no-lower-dose"], {"current": _amount(dose.value, dose)[1]})]
+    said = []
+    if len(planned.reductions) > 1:
+        reductions = " x ".join(f"{r.because} ({r.fraction:.0%})" for r in planned.reductions)
+        said.append(fill(texts["combined-reduction"],
+                         {**planned.new.values(), "reductions": reductions}))
+    if not planned.order.draft:
+        said.append(fill(texts["active-order-change"],
+                         {**planned.new.values(), "order": planned.order.ref}))
+    return said
 
 
 def _drugs_of(finding: Finding) -> set[str]:
@@ -85,7 +99,8 @@ class NewDose:
     current: str        # the order's daily dose now, "150 mg/day"
     percent: int        # daily / current
     sig: str            # "1.5 tablets (75 mg) once daily"
-    target: str | None = None  # the reduction asked, when the smallest dose is above it
+    target: str | None = None  # the dose asked, when the product's doses miss it by a step
+    above: bool = False        # the smallest dose of the product is above the dose asked
 
     def values(self) -> dict[str, object]:
         return {"dose": self.dose, "daily": self.daily, "current": self.current,
@@ -107,7 +122,15 @@ def _amount(value: float, dose: Dose) -> tuple[str, str]:
     return tablets, f"{value * dose.per_day:g} tablets/day"
 
 
+def _daily(value: float, dose: Dose) -> str:
+    """A dose per administration as a rounded daily amount, for the dose a reduction asks."""
+    mg = value * (dose.strength_mg or 1) if dose.unit == "tablet" else value
+    unit = "mg" if dose.unit == "mg" or dose.strength_mg else "tablets"
+    return f"{mg * dose.per_day:.3g} {unit}/day"
+
+
 _SLACK = 0.02  # of a half tablet or dose step
+_MISSED = 0.1  # a suggested dose this far below the dose asked says so (the product's steps)
 
 
 def reduce_dose(dose: Dose, fraction: float, step_mg: float) -> NewDose | None:
@@ -122,9 +145,11 @@ def reduce_dose(dose: Dose, fraction: float, step_mg: float) -> NewDose | None:
     per_dose, daily = _amount(value, dose)
     _, current = _amount(dose.value, dose)
     asked = dose.value * fraction
-    target = _amount(round(asked, 2), dose)[1] if value > asked + _SLACK * step else None
+    above = value > asked + _SLACK * step
+    missed = above or value < (1 - _MISSED) * asked
+    target = _daily(asked, dose) if missed else None
     return NewDose(value, per_dose, daily, current, round(100 * value / dose.value),
-                   f"{per_dose} {_often(dose.per_day)}", target)
+                   f"{per_dose} {_often(dose.per_day)}", target, above)
 
 
 @dataclass(frozen=True)
@@ -134,31 +159,58 @@ class Reduction:
     because: str        # "TPMT intermediate metabolizer"
 
 
-Plan = Mapping[str, tuple[Reduction, ...]]   # order reference -> every reduction asked of it
+@dataclass(frozen=True)
+class OrderPlan:
+    """Every reduction the findings ask of one order, and the reduced limit in mg/day that
+    dose sense found for it (with a weight)."""
+    reductions: tuple[Reduction, ...]
+    usual_day: float | None = None   # the lowest usual dose for the indication, mg/day
+    limit_day: float | None = None   # the most every reduction together allows, mg/day
+
+
+Plan = Mapping[str, OrderPlan]   # order reference -> its plan
 
 
 def _fraction(suggestion: schema.Suggestion, finding: Finding) -> float:
     return suggestion.fraction or float(finding.values.get("fraction", 0))
 
 
-def dose_plan(findings: list[Finding], knowledge: Knowledge) -> dict[str, tuple[Reduction, ...]]:
+def dose_plan(findings: list[Finding], knowledge: Knowledge) -> dict[str, OrderPlan]:
     """Every reduction the findings ask of each order. Their product is the one dose each of
     those cards suggests: accepting any of them then answers them all."""
-    plan: dict[str, dict[str, Reduction]] = {}
+    reductions: dict[str, dict[str, Reduction]] = {}
+    limits: dict[str, tuple[float | None, float | None]] = {}
     for finding in findings:
         order = finding.target or finding.order
+        if order is None:
+            continue
         for suggestion in knowledge.cards.findings[finding.key].suggestions:
-            if suggestion.kind == "reduce-dose" and order and _fraction(suggestion, finding):
-                plan.setdefault(order.ref, {})[finding.key] = Reduction(
+            if suggestion.kind == "reduce-dose" and _fraction(suggestion, finding):
+                reductions.setdefault(order.ref, {})[finding.key] = Reduction(
                     _fraction(suggestion, finding), fill(suggestion.because, finding.values))
-    return {ref: tuple(reductions.values()) for ref, reductions in plan.items()}
+        if "limit_day" in finding.values:
+            limits[order.ref] = (finding.values["usual_day"], finding.values["limit_day"])
+    return {ref: OrderPlan(tuple(found.values()), *limits.get(ref, (None, None)))
+            for ref, found in reductions.items()}
+
+
+def _asked(plan: OrderPlan, dose: Dose) -> float:
+    """The fraction of the ordered dose to suggest: the reductions' product, applied to the
+    ordered dose or, when that is below it, to the lowest usual dose (a reduction is of the
+    usual dose), and never above the reduced limit dose sense judges by."""
+    product = math.prod(r.fraction for r in plan.reductions)
+    current = dose.mg_per_day
+    if plan.usual_day is None or plan.limit_day is None or not current:
+        return product
+    return min(max(current, plan.usual_day) * product, plan.limit_day) / current
 
 
 @dataclass(frozen=True)
 class Planned:
-    """The reduced dose a finding's card suggests for its order."""
+    """The reduced dose a finding's card suggests for its order (None: no lower dose of the
+    product reaches the reduction)."""
     order: Order
-    new: NewDose
+    new: NewDose | None
     reductions: tuple[Reduction, ...]
     label: str
 
@@ -169,20 +221,21 @@ def _planned(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
     suggestion = next((s for s in spec.suggestions if s.kind == "reduce-dose"), None)
     if suggestion is None or order is None or order.dose is None:
         return None
-    own = (Reduction(_fraction(suggestion, finding), ""),)
-    reductions = plan.get(order.ref) or own
-    fraction = math.prod(r.fraction for r in reductions)
-    new = reduce_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg) if (
-        fraction) else None
-    if new is None:
+    mine = plan.get(order.ref) or OrderPlan((Reduction(_fraction(suggestion, finding), ""),))
+    fraction = _asked(mine, order.dose)
+    if not fraction or fraction >= 1:
         return None
+    new = reduce_dose(order.dose, fraction, knowledge.drugs[order.drug].dose_step_mg)
+    if new is None:
+        return Planned(order, None, mine.reductions, "")
     texts = knowledge.cards.texts
     label = fill(texts["combined-label"], {"drug": knowledge.drugs[order.drug].display,
-                                           **new.values()}) if len(reductions) > 1 else fill(
+                                           **new.values()}) if len(mine.reductions) > 1 else fill(
         suggestion.label, {**finding.values, **new.values()})
     if new.target:
-        label = fill(texts["above-target"], {"label": label, "target": new.target})
-    return Planned(order, new, reductions, label)
+        label = fill(texts["above-target" if new.above else "below-target"],
+                     {"label": label, "target": new.target})
+    return Planned(order, new, mine.reductions, label)
 
 
 def prune(value: object) -> object:
@@ -207,7 +260,7 @@ def _with_dose(resource: dict, new: NewDose) -> dict:
 
 def _reduce(planned: Planned | None) -> dict | None:
     """Only a draft order is changed; a change to an active order is said in the card text."""
-    if planned is None or not planned.order.draft:
+    if planned is None or planned.new is None or not planned.order.draft:
         return None
     order, new = planned.order, planned.new
     return {"label": planned.label, "actions": [{

@@ -330,7 +330,8 @@ class OrderableTest(Model):
         return self
 
 
-TextName = Literal["active-order-change", "combined-reduction", "combined-label", "above-target"]
+TextName = Literal["active-order-change", "combined-reduction", "combined-label", "above-target",
+                   "below-target", "no-lower-dose"]
 
 
 class RulesFile(File):

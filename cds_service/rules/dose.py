@@ -10,7 +10,8 @@ from ..knowledge import Knowledge, schema
 from . import THIOPURINE, Rule
 
 # The values dose sense adds to a card it makes quieter (rules/dose_sense.py).
-SENSED = frozenset({"dose_kg", "usual", "indication", "limit_kg", "reductions"})
+SENSED = frozenset({"dose_kg", "usual", "indication", "limit_kg", "reductions", "usual_day",
+                    "limit_day"})
 
 
 def mg_kg_day(order: Order | None, weight: Measurement | None) -> float | None:

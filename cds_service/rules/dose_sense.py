@@ -1,7 +1,8 @@
 """Dose sense: a card that advises a dose reduction becomes its quieter variant (`if_reduced`
 in cards/rules.yaml) only when the ordered dose already sits inside every reduction that applies
 to the order together (their product), judged against the lowest usual dose for the order's
-indication, and never when the phenotype is uncertain.
+indication, and never when the phenotype is uncertain. Either way, with a weight, the card
+gets the per-kg evidence and the reduced limit in mg/day, which its suggested dose keeps to.
 
 Run by the engine on each judged order's findings, after the rules that made them."""
 
@@ -43,16 +44,20 @@ def dose_sense(findings: list[Finding], knowledge: Knowledge, *, pgx: PgxResults
         fraction = math.prod(knowledge.cards.findings[k].if_reduced.max_fraction for k in keys)
         usual = lowest_usual(target, conditions, orders, knowledge)
         dose = mg_kg_day(target, weight)
-        if usual is None or dose is None or dose > fraction * usual[0]:
+        if usual is None or dose is None:
             sensed.append(finding)
             continue
         values = {"dose_kg": dose, "usual": usual[0], "indication": usual[1],
                   "limit_kg": fraction * usual[0],
                   "reductions": tuple(knowledge.cards.findings[k].if_reduced.reason
-                                      for k in keys)}
+                                      for k in keys),
+                  # for the suggested dose (cards.py): it must land inside this limit
+                  "usual_day": usual[0] * weight.value,
+                  "limit_day": fraction * usual[0] * weight.value}
         evidence = Evidence("dose-per-kg", {**values, "weight": weight.value,
                                             "resource": weight.resource})
-        sensed.append(replace(finding, key=spec.finding, values={**finding.values, **values},
+        key = spec.finding if dose <= fraction * usual[0] else finding.key
+        sensed.append(replace(finding, key=key, values={**finding.values, **values},
                               evidence=(*finding.evidence, evidence)))
     return sensed
 
