@@ -229,10 +229,17 @@ class FhirClient:
 def entries(bundle: dict) -> list[dict]:
     """The resources of a Bundle; a malformed Bundle is an error, never 'no data'."""
     items = bundle.get("entry", [])
-    if not isinstance(items, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in items):
+    if not isinstance(items, list):
         raise FetchError("the Bundle's entries are malformed")
-    return [e["resource"] for e in items if "resource" in e]
+    resources = []
+    for entry in items:  # one pass: prefetch Bundles hold thousands of entries
+        resource = entry.get("resource") if isinstance(entry, dict) else False
+        if resource is None:
+            continue
+        if not isinstance(resource, dict):
+            raise FetchError("the Bundle's entries are malformed")
+        resources.append(resource)
+    return resources
 
 
 def next_link(bundle: dict) -> str | None:

@@ -129,6 +129,9 @@ def effective_time(observation: dict) -> datetime | None:
 
 def observed_at(observation: dict, problems: list[str]) -> datetime | None:
     """When an observation was taken; a time that is missing or not valid is a problem."""
+    value = observation.get("effectiveDateTime")  # the common case, read once and cached
+    if isinstance(value, str) and (parsed := _parse_time(value)) is not None:
+        return parsed
     try:
         when = effective_time(observation)
     except Invalid as error:

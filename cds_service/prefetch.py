@@ -58,16 +58,17 @@ def _fill(template: str, tokens: dict[str, str]) -> str | None:
     return None if "{{" in template else template
 
 
-def _failed_outcome(resources: tuple[dict, ...] | list[dict]) -> bool:
-    """An OperationOutcome among the results that reports an error (servers also add
-    informational outcomes, e.g. an ignored parameter, beside complete results)."""
-    return any(r.get("resourceType") == "OperationOutcome" and any(
-        isinstance(i, dict) and i.get("severity") in ("error", "fatal")
-        for i in as_list(r.get("issue"))) for r in resources)
-
-
-def _results(resources: tuple[dict, ...] | list[dict]) -> tuple[dict, ...]:
-    return tuple(r for r in resources if r.get("resourceType") != "OperationOutcome")
+def _split(resources: list[dict]) -> tuple[tuple[dict, ...], bool]:
+    """(the results, whether an OperationOutcome among them reports an error): servers also
+    add informational outcomes, e.g. an ignored parameter, beside complete results."""
+    results, failed = [], False
+    for resource in resources:
+        if resource.get("resourceType") != "OperationOutcome":
+            results.append(resource)
+        elif any(isinstance(i, dict) and i.get("severity") in ("error", "fatal")
+                 for i in as_list(resource.get("issue"))):
+            failed = True
+    return tuple(results), failed
 
 
 def _from_prefetch(value: dict) -> KeyData:
@@ -76,13 +77,12 @@ def _from_prefetch(value: dict) -> KeyData:
     if value.get("resourceType") != "Bundle":
         return KeyData(OK, (value,))
     try:
-        resources = tuple(entries(value))
+        resources, failed = _split(entries(value))
         next_link(value)
     except FetchError as error:
         return KeyData(FAILED, (), f"the EHR's prefetch is unreadable: {error}")
-    if _failed_outcome(resources):
+    if failed:
         return KeyData(FAILED, (), "the EHR reported an error retrieving it")
-    resources = _results(resources)
     return KeyData(OK if resources else NONE, resources)
 
 
@@ -100,11 +100,12 @@ def _fetch(client: FhirClient, query: str, fallback: str | None = None) -> KeyDa
             if tried.status != FAILED:
                 return tried
         return KeyData(FAILED, (), str(error))
-    if _failed_outcome(resources):
+    results, failed = _split(resources)
+    if failed:
         return KeyData(FAILED, (), "the FHIR server reported an error in its results")
     if incomplete:
-        return KeyData(FAILED, _results(resources), incomplete)
-    return KeyData(OK if resources else NONE, _results(resources))
+        return KeyData(FAILED, results, incomplete)
+    return KeyData(OK if results else NONE, results)
 
 
 def _next_pages(client: FhirClient, value: dict, first: KeyData) -> KeyData:
@@ -199,12 +200,11 @@ _ORDER_TYPES = ("MedicationRequest", "MedicationOrder", "MedicationStatement")
 
 def _medication_ref(resource: dict) -> str | None:
     """The Medication an order or statement references, unless it is contained."""
+    if resource.get("resourceType") not in _ORDER_TYPES:
+        return None
     medication = resource.get("medicationReference")
     ref = medication.get("reference") if isinstance(medication, dict) else None
-    if (isinstance(ref, str) and not ref.startswith("#")
-            and resource.get("resourceType") in _ORDER_TYPES):
-        return ref
-    return None
+    return ref if isinstance(ref, str) and not ref.startswith("#") else None
 
 
 def _relative(ref: str, base: str | None) -> str | None:

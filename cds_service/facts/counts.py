@@ -60,7 +60,7 @@ def _code_index(knowledge: Knowledge) -> dict[str, tuple[str, bool]]:
 
 def _analyte(observation: dict, index: dict, knowledge: Knowledge) -> tuple[str, bool] | None:
     for system, code in codings(observation.get("code")):
-        if system in (knowledge.labs.loinc, "") and code in index:
+        if code in index and system in (knowledge.labs.loinc, ""):  # most codes miss the index
             return index[code]
     return None
 
