@@ -39,7 +39,7 @@ def _summary(text: str) -> str:
 
 
 def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
-            planned: Planned | None) -> str:
+            planned: Planned | None, about: set[str]) -> str:
     parts = []
     if finding.evidence:
         lines = (fill(knowledge.cards.evidence[e.kind], e.values) for e in finding.evidence)
@@ -48,7 +48,6 @@ def _detail(spec: schema.Finding, finding: Finding, knowledge: Knowledge,
     parts.append("**Recommendation**\n\n" + recommendation[:1].upper() + recommendation[1:])
     parts += _dose_texts(planned, knowledge.cards.texts)
     parts.append(f"*Strength:* {spec.strength}")
-    about = _drugs_of(finding)
     references = [_citation(source) for source in _for_drugs(
         [knowledge.sources[s] for s in spec.references], about)]
     if references:
@@ -62,8 +61,7 @@ def _dose_texts(planned: Planned | None, texts: Mapping[str, str]) -> list[str]:
     if planned is None:
         return []
     if planned.new is None:
-        dose = planned.order.dose
-        return [fill(texts["no-lower-dose"], {"current": _amount(dose.value, dose)[1]})]
+        return [fill(texts["no-lower-dose"], {"current": planned.order.dose.daily()})]
     said = []
     if len(planned.reductions) > 1:
         reductions = " x ".join(f"{r.because} ({r.fraction:.0%})" for r in planned.reductions)
@@ -114,19 +112,11 @@ def _often(per_day: float) -> str:
 def _amount(value: float, dose: Dose) -> tuple[str, str]:
     """(per administration, per day) for `value` in the order's unit."""
     if dose.unit == "mg":
-        return f"{value:g} mg", f"{value * dose.per_day:g} mg/day"
+        return f"{value:g} mg", dose.daily(value)
     tablets = f"{value:g} tablet{'s' if value != 1 else ''}"
     if dose.strength_mg:
-        mg = value * dose.strength_mg
-        return f"{tablets} ({mg:g} mg)", f"{mg * dose.per_day:g} mg/day"
-    return tablets, f"{value * dose.per_day:g} tablets/day"
-
-
-def _daily(value: float, dose: Dose) -> str:
-    """A dose per administration as a rounded daily amount, for the dose a reduction asks."""
-    mg = value * (dose.strength_mg or 1) if dose.unit == "tablet" else value
-    unit = "mg" if dose.unit == "mg" or dose.strength_mg else "tablets"
-    return f"{mg * dose.per_day:.3g} {unit}/day"
+        return f"{tablets} ({value * dose.strength_mg:g} mg)", dose.daily(value)
+    return tablets, dose.daily(value)
 
 
 _SLACK = 0.02  # of a half tablet or dose step
@@ -143,11 +133,11 @@ def reduce_dose(dose: Dose, fraction: float, step_mg: float) -> NewDose | None:
     if value >= dose.value:
         return None
     per_dose, daily = _amount(value, dose)
-    _, current = _amount(dose.value, dose)
+    current = dose.daily()
     asked = dose.value * fraction
     above = value > asked + _SLACK * step
     missed = above or value < (1 - _MISSED) * asked
-    target = _daily(asked, dose) if missed else None
+    target = dose.daily(asked, ".3g") if missed else None  # the dose asked, rounded
     return NewDose(value, per_dose, daily, current, round(100 * value / dose.value),
                    f"{per_dose} {_often(dose.per_day)}", target, above)
 
@@ -185,9 +175,10 @@ def dose_plan(findings: list[Finding], knowledge: Knowledge) -> dict[str, OrderP
         if order is None:
             continue
         for suggestion in knowledge.cards.findings[finding.key].suggestions:
-            if suggestion.kind == "reduce-dose" and _fraction(suggestion, finding):
+            fraction = _fraction(suggestion, finding) if suggestion.kind == "reduce-dose" else 0
+            if fraction:
                 reductions.setdefault(order.ref, {})[finding.key] = Reduction(
-                    _fraction(suggestion, finding), fill(suggestion.because, finding.values))
+                    fraction, fill(suggestion.because, finding.values))
         if "limit_day" in finding.values:
             limits[order.ref] = (finding.values["usual_day"], finding.values["limit_day"])
     return {ref: OrderPlan(tuple(found.values()), *limits.get(ref, (None, None)))
@@ -311,19 +302,20 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: st
     cards = knowledge.cards
     spec = cards.findings[finding.key]
     planned = _planned(spec, finding, knowledge, plan or {})
+    about = _drugs_of(finding)
     family = cards.families[spec.family]
     card = {
         "uuid": str(uuid.uuid4()),
         "summary": _summary(fill(spec.summary, finding.values)),
         "indicator": spec.indicator,
-        "detail": _detail(spec, finding, knowledge, planned),
+        "detail": _detail(spec, finding, knowledge, planned, about),
         "source": {"label": family.label,
                    "topic": {"system": cards.systems["topic"], "code": spec.family,
                              "display": spec.family.replace("-", " ")},
                    "extension": {VERSION_EXTENSION: knowledge.version}},
     }
     url = family.url.replace("{service}", base_url.rstrip("/"))
-    labels = _for_drugs([cards.links[n] for n in family.drug_labels], _drugs_of(finding))
+    labels = _for_drugs([cards.links[n] for n in family.drug_labels], about)
     if labels:  # the label of the drug the card is about
         card["source"]["label"], url = labels[0].label, labels[0].url
     if url.startswith(("http://", "https://")):
@@ -337,7 +329,7 @@ def render(finding: Finding, knowledge: Knowledge, patient_id: str, base_url: st
     if reasons:
         card["overrideReasons"] = reasons
     links = [{"label": link.label, "url": link.url, "type": "absolute"} for link in _for_drugs(
-        [cards.links[name] for name in spec.links], _drugs_of(finding))]
+        [cards.links[name] for name in spec.links], about)]
     if links:
         card["links"] = links
     return card

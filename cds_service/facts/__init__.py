@@ -35,7 +35,8 @@ class Request:
 class FactSpec:
     keys: tuple[str, ...]                 # the prefetch keys it reads
     check: str                            # how a data-unavailable card names it
-    build: Callable[[Facts], object]
+    # (facts, problems): what the builder cannot read it appends to problems, said under check
+    build: Callable[[Facts, list[str]], object]
 
 
 def _words(key: str) -> str:
@@ -63,7 +64,9 @@ class Facts:
                 if item.status == FAILED:  # a fact of several keys says which one failed
                     self.problem(spec.check, item.problem if len(spec.keys) == 1 else
                                  f"{item.problem} ({_words(key)})")
-            self._values[name] = spec.build(self)
+            problems: list[str] = []
+            self._values[name] = spec.build(self, problems)
+            self.problems(spec.check, problems)
         return self._values[name]
 
     def data(self, key: str) -> KeyData:
@@ -85,11 +88,12 @@ class Facts:
         return self._problems
 
 
-def _orders(facts: Facts) -> orders.Orders:
+def _orders(facts: Facts, problems: list[str]) -> orders.Orders:
+    """`problems`: the active list's (CHECK_MEDS); a draft's go under CHECK_ORDER."""
     knowledge, request = facts.knowledge, facts.request
     medications = facts.resolved.medications
     unresolved = facts.resolved.medication_problems
-    problems: dict[str, list[str]] = {CHECK_ORDER: [], CHECK_MEDS: []}
+    drafts: list[str] = []
     built = []
     for resource in request.drafts:
         if resource.get("resourceType") not in orders.ORDER_TYPES:
@@ -97,96 +101,86 @@ def _orders(facts: Facts) -> orders.Orders:
         ref = orders.ref_of(resource)
         judged = request.selections is None or ref in request.selections
         built.append(orders.make_order(resource, medications, knowledge, draft=True,
-                                       judged=judged, problems=problems[CHECK_ORDER],
+                                       judged=judged, problems=drafts,
                                        unresolved=unresolved))
     judge_active = request.hook == "patient-view"
     listed = [*facts.data("medications").resources, *facts.data("medicationStatements").resources]
     for resource in listed:
         if orders.is_active(resource):
             order = orders.make_order(resource, medications, knowledge, draft=False,
-                                      judged=False, problems=problems[CHECK_MEDS],
+                                      judged=False, problems=problems,
                                       unresolved=unresolved)
             if judge_active and order.drug_class == "thiopurine":
                 order = replace(order, judged=True)
             built.append(order)
-    for check, reasons in problems.items():
-        facts.problems(check, reasons)
+    facts.problems(CHECK_ORDER, drafts)
     complete = facts.complete("medications") and facts.complete("medicationStatements")
     return orders.Orders.of(built, complete=complete)
 
 
-def _courses(facts: Facts) -> dict[str, orders.Order]:
+def _courses(facts: Facts, problems: list[str]) -> dict[str, orders.Order]:
     """For each judged active order: the order that started its course at the current dose."""
-    knowledge, problems = facts.knowledge, []
+    knowledge = facts.knowledge
     history = [orders.make_order(r, facts.resolved.medications, knowledge, draft=False,
                                  judged=False, problems=problems)
                for r in facts.data("thiopurineHistory").resources
                if r.get("resourceType") in orders.ORDER_TYPES]
-    facts.problems(FACTS["courses"].check, problems)
     mine = [*history, *facts["orders"].all]
     return {o.ref: orders.course_start(o, mine) for o in facts["orders"].judged if not o.draft}
 
 
-def _pgx(facts: Facts) -> pgx.PgxResults:
+def _pgx(facts: Facts, problems: list[str]) -> pgx.PgxResults:
     results = pgx.read_pgx(facts.data("pgxResults").resources, facts.knowledge,
                            facts.complete("pgxResults"))
-    facts.problems(FACTS["pgx"].check, results.problems)
+    problems += results.problems
     return results
 
 
-def _counts(facts: Facts) -> counts.Counts:
+def _counts(facts: Facts, problems: list[str]) -> counts.Counts:
     found = counts.read_counts(facts.data("bloodCounts").resources, facts.knowledge, facts.now,
                                facts.complete("bloodCounts"))
-    facts.problems(FACTS["counts"].check, found.problems)
+    problems += found.problems
     return found
 
 
-def _conditions(facts: Facts) -> conditions.Conditions:
+def _conditions(facts: Facts, _: list[str]) -> conditions.Conditions:
     judged = facts["orders"].judged
     return conditions.read_conditions(facts.data("conditions").resources, judged,
                                       facts.knowledge)
 
 
-def _pregnancy(facts: Facts) -> dict[str, conditions.Mention]:
+def _pregnancy(facts: Facts, problems: list[str]) -> dict[str, conditions.Mention]:
     """Pregnancy and breastfeeding: from active conditions, else the latest status
     Observation (an order's reason counts for that order: `Conditions.for_order`)."""
     found = facts["conditions"].active
-    problems: list[str] = []
     status = conditions.status_mentions(facts.data("pregnancyStatus").resources,
                                         facts.knowledge, problems)
-    facts.problems(FACTS["pregnancy"].check, problems)
     return {name: found.get(name) or status[name] for name in ("pregnancy", "breastfeeding")
             if found.get(name) or name in status}
 
 
-def _weight(facts: Facts) -> measurements.Measurement | None:
-    problems: list[str] = []
-    weight = measurements.read_weight(facts.data("weight").resources, facts.knowledge,
-                                      facts.now, problems)
-    facts.problems(FACTS["weight"].check, problems)
-    return weight
+def _weight(facts: Facts, problems: list[str]) -> measurements.Measurement | None:
+    return measurements.read_weight(facts.data("weight").resources, facts.knowledge, facts.now,
+                                    problems)
 
 
-def _liver(facts: Facts) -> tuple[measurements.Measurement, ...]:
-    problems: list[str] = []
-    liver = measurements.read_liver(facts.data("liverTests").resources, facts.knowledge,
-                                    facts.now, problems)
-    facts.problems(FACTS["liver"].check, problems)
-    return liver
+def _liver(facts: Facts, problems: list[str]) -> tuple[measurements.Measurement, ...]:
+    return measurements.read_liver(facts.data("liverTests").resources, facts.knowledge,
+                                   facts.now, problems)
 
 
-def _allergies(facts: Facts) -> tuple[conditions.Allergy, ...]:
+def _allergies(facts: Facts, _: list[str]) -> tuple[conditions.Allergy, ...]:
     return conditions.read_allergies(facts.data("allergies").resources, facts.knowledge)
 
 
-def _alkylating(facts: Facts) -> conditions.PastDrug | None:
+def _alkylating(facts: Facts, _: list[str]) -> conditions.PastDrug | None:
     return conditions.read_alkylating(facts.data("alkylatingHistory").resources,
                                       facts["orders"].all, facts.resolved.medications,
                                       facts.knowledge)
 
 
 FACTS: dict[str, FactSpec] = {
-    "now": FactSpec((), "the clock", lambda facts: facts.now),
+    "now": FactSpec((), "the clock", lambda facts, _: facts.now),
     "orders": FactSpec(("medications", "medicationStatements"), CHECK_MEDS, _orders),
     "pgx": FactSpec(("pgxResults",), "TPMT/NUDT15 results", _pgx),
     "counts": FactSpec(("bloodCounts",), "blood counts", _counts),

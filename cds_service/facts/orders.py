@@ -43,6 +43,16 @@ class Dose:
     def mg_per_day(self) -> float | None:
         return None if self.mg is None else self.mg * self.per_day
 
+    def daily(self, value: float | None = None, digits: str = "g") -> str:
+        """`value` per administration (the ordered dose when None) a day, in words: "75
+        mg/day", or "2 tablets/day" when the strength is unknown."""
+        each = self.value if value is None else value
+        if self.unit == "mg" or self.strength_mg:
+            mg = each if self.unit == "mg" else each * self.strength_mg
+            return f"{mg * self.per_day:{digits}} mg/day"
+        count = each * self.per_day
+        return f"{count:{digits}} tablet{'' if count == 1 else 's'}/day"
+
 
 @dataclass(frozen=True)
 class Order:

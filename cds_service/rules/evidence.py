@@ -14,11 +14,7 @@ CONDITION = {f"condition-{via}": frozenset({"condition", "resource", "date"})
 
 def order_evidence(order: Order, knowledge: Knowledge) -> Evidence:
     """The order in a pharmacist's words (drug, daily dose, state), its id kept to trace it."""
-    dose = order.dose
-    daily = dose.value * dose.per_day if dose else 0
-    amount = "dose not stated" if dose is None else (
-        f"{dose.mg * dose.per_day:g} mg/day" if dose.mg else
-        f"{daily:g} {dose.unit}{'' if daily == 1 else 's'}/day")
+    amount = order.dose.daily() if order.dose else "dose not stated"
     if order.draft:
         state = "the order being placed"
     else:
